@@ -1,0 +1,441 @@
+"""A deterministic synthetic school: the data the Moodle emulator serves.
+
+The same seed and scale always give the same school, so tests can compare what the connector loaded with
+what the emulator holds. Per-(user, item) facts such as grades, completion and submissions are derived from
+a hash on demand (a district has half a million of them) and only changes made by tests are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+T0 = 1_790_000_000  # 2026-09-21T12:53:20Z: every generated time is at or before it
+DAY = 86_400
+
+FIRST_NAMES = [
+    "Amina", "José", "Zoë", "Chloé", "Nguyễn", "Søren", "Łukasz", "Ærin", "Grace", "Peter", "Wanjiru", "Otieno",
+    "Fatuma", "Kwame", "Émile", "Müller", "Ana", "Björk", "محمد", "Yui", "Raúl", "Ngozi", "Thabo", "Lerato",
+    "Aisha", "Mary", "John", "Joy", "Brian", "Faith", "Kevin", "Esther",
+]
+LAST_NAMES = [
+    "Okafor", "García", "Núñez", "O'Brien", "Kowalczyk", "Ødegaard", "Mwangi", "Achieng", "Smith", "Nakamura",
+    "Ben-David", "Dubois", "Šimić", "Öztürk", "Wanjiku", "Kariuki", "Banda", "Phiri", "Mensah", "Tremblay",
+    "Van der Berg", "Ali", "Hassan", "Mutua", "Njoroge", "Moyo",
+]
+COUNTRIES = [("KE", "Nairobi"), ("KE", "Kisumu"), ("UG", "Kampala"), ("TZ", "Arusha"), ("NG", "Lagos"),
+             ("IN", "Pune"), ("ZA", "Durban"), ("GB", "Leeds"), ("US", "Denver"), ("", "")]
+PHONE_SHAPES = {
+    "KE": ["07{a}{b} {c}", "+254 7{a}{b}{c}", "254-7{a}-{b}-{c}", "(07{a}) {b}{c}"],
+    "UG": ["07{a}{b}{c}", "+256 7{a} {b} {c}"],
+    "TZ": ["06{a} {b} {c}", "+255 6{a}{b}{c}"],
+    "NG": ["080{a}{b}{c}", "+234 80{a} {b} {c}"],
+    "IN": ["09{a}{b}{c}", "+91 9{a}{b} {c}"],
+    "ZA": ["08{a} {b} {c}", "+27 8{a}{b}{c}"],
+    "GB": ["07{a} {b}{c}", "+44 7{a}{b}{c}"],
+    "US": ["(303) {b}-{c}", "303.{b}.{c}", "+1 303 {b} {c}"],
+    "": ["{a}{b}{c}"],
+}
+MODULE_NAMES = {"assign": "Assignment", "quiz": "Quiz", "page": "Reading", "resource": "Handout", "forum": "Forum",
+                "url": "Link"}
+ROLE_IDS = {"manager": 1, "editingteacher": 3, "teacher": 4, "student": 5}
+
+
+@dataclass
+class SchoolSpec:
+    """Scale knobs; the defaults are the bundled demo school."""
+
+    seed: int = 42
+    categories: int = 4
+    courses: int = 12
+    students: int = 150
+    enrolments_per_student: float = 3.0
+    grade_items: int = 5
+    activities: int = 6
+    assignments: int = 2
+    sections: int = 4
+    suspended_enrolment_rate: float = 0.05
+    hidden_course_rate: float = 0.1
+    no_phone_rate: float = 0.2
+    never_accessed_rate: float = 0.08
+
+
+@dataclass(slots=True)
+class User:
+    id: int
+    username: str
+    firstname: str
+    lastname: str
+    email: str
+    phone1: str = ""
+    phone2: str = ""
+    address: str = ""
+    city: str = ""
+    country: str = ""
+    idnumber: str = ""
+    institution: str = ""
+    department: str = ""
+    firstaccess: int = 0
+    lastaccess: int = 0
+    auth: str = "manual"
+    suspended: int = 0
+    confirmed: int = 1
+    lang: str = "en"
+    timezone: str = "99"
+    description: str = ""
+    customfields: List[dict] = field(default_factory=list)
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.firstname} {self.lastname}"
+
+
+@dataclass(slots=True)
+class Enrolment:
+    role: str
+    active: bool
+    lastcourseaccess: int = 0
+    timestart: int = 0
+
+
+@dataclass
+class Category:
+    id: int
+    name: str
+    idnumber: str
+    parent: int
+    path: str
+    depth: int
+    visible: int = 1
+    timemodified: int = T0 - 300 * DAY
+    description: str = ""
+
+
+@dataclass
+class Course:
+    id: int
+    shortname: str
+    fullname: str
+    idnumber: str
+    categoryid: int
+    summary: str
+    startdate: int
+    enddate: int
+    visible: int = 1
+    enablecompletion: int = 1
+    timecreated: int = T0 - 200 * DAY
+    timemodified: int = T0 - 100 * DAY
+    format: str = "topics"
+    lang: str = ""
+
+
+@dataclass
+class Module:
+    cmid: int
+    course_id: int
+    section: int
+    modname: str
+    instance: int
+    name: str
+    completion: int  # 0 none, 1 manual, 2 automatic
+    visible: int = 1
+
+
+@dataclass
+class GradeItem:
+    id: int
+    course_id: int
+    itemname: Optional[str]
+    itemtype: str
+    itemmodule: Optional[str]
+    iteminstance: int
+    cmid: Optional[int]
+    grademax: float = 100.0
+    grademin: float = 0.0
+
+
+@dataclass
+class Assignment:
+    id: int
+    cmid: int
+    course_id: int
+    name: str
+    duedate: int
+    cutoffdate: int
+    allowsubmissionsfromdate: int
+    timemodified: int
+
+
+class School:
+    """The whole site. Mutators take the lock, so tests may change it while the server answers."""
+
+    def __init__(self, spec: Optional[SchoolSpec] = None) -> None:
+        self.spec = spec or SchoolSpec()
+        self.lock = threading.RLock()
+        self.clock = T0
+        self.sitename = "Demo Academy (emulated)"
+        self.release = "4.5.2 (Build: 20250210)"
+        self.version = 2024100702
+        self.categories: Dict[int, Category] = {}
+        self.courses: Dict[int, Course] = {}
+        self.users: Dict[int, User] = {}
+        self.enrolments: Dict[int, Dict[int, Enrolment]] = {}  # course id -> user id -> enrolment
+        self.modules: Dict[int, List[Module]] = {}
+        self.grade_items: Dict[int, List[GradeItem]] = {}
+        self.assignments: Dict[int, List[Assignment]] = {}
+        self.sections: Dict[int, List[Tuple[int, int, str]]] = {}  # course -> (section id, number, name)
+        self.grade_overrides: Dict[Tuple[int, int], Tuple[Optional[float], int]] = {}
+        self.completion_overrides: Dict[Tuple[int, int], Tuple[int, int]] = {}
+        self.submission_overrides: Dict[Tuple[int, int], Tuple[str, int]] = {}
+        self._generate()
+
+    # ------------------------------------------------------------------ derived facts
+    def _h(self, *parts: object) -> int:
+        key = ":".join(str(p) for p in (self.spec.seed, *parts)).encode()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+
+    def tick(self) -> int:
+        """Advance the site clock by a minute (Moodle updates access times at most once a minute)."""
+        with self.lock:
+            self.clock += 60
+            return self.clock
+
+    def teacher_of(self, course_id: int) -> int:
+        return next(uid for uid, e in self.enrolments[course_id].items() if e.role == "editingteacher")
+
+    def students_of(self, course_id: int, only_active: bool = False) -> List[int]:
+        return sorted(uid for uid, e in self.enrolments[course_id].items()
+                      if e.role == "student" and (e.active or not only_active))
+
+    def grade(self, item: GradeItem, user_id: int) -> Tuple[Optional[float], Optional[int]]:
+        """(raw grade, time graded) of a user for a non-course item; None where not graded yet."""
+        if (item.id, user_id) in self.grade_overrides:
+            return self.grade_overrides[(item.id, user_id)]
+        e = self.enrolments[item.course_id].get(user_id)
+        h = self._h("g", item.id, user_id)
+        if e is None or e.lastcourseaccess == 0 or h % 5 == 0:
+            return None, None
+        return float(40 + h % 61), int(e.lastcourseaccess - (h % 20) * DAY // 2)
+
+    def course_total(self, course_id: int, user_id: int) -> Tuple[Optional[float], Optional[int]]:
+        got = [(self.grade(i, user_id), i) for i in self.grade_items[course_id] if i.itemtype != "course"]
+        graded = [(g, i) for (g, i) in got if g[0] is not None]
+        if not graded:
+            return None, None
+        pct = sum(g[0] / i.grademax for g, i in graded) / len(graded)
+        return round(pct * 100.0, 5), max(g[1] for g, _ in graded)
+
+    def completion(self, module: Module, user_id: int) -> Tuple[int, int]:
+        """(state, timecompleted) of an activity: 0 incomplete, 1 complete, 2 pass, 3 fail."""
+        if (module.cmid, user_id) in self.completion_overrides:
+            return self.completion_overrides[(module.cmid, user_id)]
+        e = self.enrolments[module.course_id].get(user_id)
+        if module.completion == 0 or e is None or e.lastcourseaccess == 0:
+            return 0, 0
+        h = self._h("c", module.cmid, user_id)
+        if h % 3 == 0:
+            return 0, 0
+        return (1 if module.modname != "quiz" else 2 + (h % 4 == 0)), int(e.lastcourseaccess - (h % 10) * 3600)
+
+    def submission(self, assignment: Assignment, user_id: int) -> Optional[Tuple[str, int]]:
+        """(status, timemodified) of a student's submission, None where none exists."""
+        if (assignment.id, user_id) in self.submission_overrides:
+            return self.submission_overrides[(assignment.id, user_id)]
+        e = self.enrolments[assignment.course_id].get(user_id)
+        h = self._h("s", assignment.id, user_id)
+        if e is None or e.lastcourseaccess == 0 or h % 4 == 0:
+            return None
+        status = "submitted" if h % 4 != 1 else "draft"
+        return status, int(min(e.lastcourseaccess, assignment.duedate + (h % 3 - 1) * DAY))
+
+    # ------------------------------------------------------------------ changes made by tests and benchmarks
+    def record_access(self, user_id: int, course_id: Optional[int] = None, at: Optional[int] = None) -> int:
+        with self.lock:
+            at = at or self.tick()
+            user = self.users[user_id]
+            user.lastaccess = max(user.lastaccess, at)
+            user.firstaccess = user.firstaccess or at
+            if course_id is not None:
+                e = self.enrolments[course_id][user_id]
+                e.lastcourseaccess = max(e.lastcourseaccess, at)
+            return at
+
+    def set_grade(self, course_id: int, user_id: int, item_id: int, raw: Optional[float]) -> None:
+        """A teacher grades through the gradebook: their course access moves, as in Moodle."""
+        with self.lock:
+            at = self.record_access(self.teacher_of(course_id), course_id)
+            self.grade_overrides[(item_id, user_id)] = (raw, at)
+
+    def update_user(self, user_id: int, **fields: object) -> None:
+        with self.lock:
+            user = self.users[user_id]
+            for name, value in fields.items():
+                if not hasattr(user, name):
+                    raise AttributeError(name)
+                setattr(user, name, value)
+
+    def set_enrolment_active(self, course_id: int, user_id: int, active: bool) -> None:
+        with self.lock:
+            self.enrolments[course_id][user_id].active = active
+
+    def unenrol(self, course_id: int, user_id: int) -> None:
+        with self.lock:
+            del self.enrolments[course_id][user_id]
+
+    def complete_activity(self, course_id: int, user_id: int, cmid: int) -> None:
+        """A student completes an activity: their course access moves."""
+        with self.lock:
+            at = self.record_access(user_id, course_id)
+            self.completion_overrides[(cmid, user_id)] = (1, at)
+
+    def submit(self, assignment_id: int, user_id: int) -> None:
+        with self.lock:
+            a = next(a for rows in self.assignments.values() for a in rows if a.id == assignment_id)
+            at = self.record_access(user_id, a.course_id)
+            self.submission_overrides[(assignment_id, user_id)] = ("submitted", at)
+
+    # ------------------------------------------------------------------ generation
+    def _generate(self) -> None:
+        spec = self.spec
+        rng = random.Random(spec.seed)
+        self._generate_categories(rng)
+        self._generate_courses(rng)
+        self._generate_people(rng)
+        self._generate_enrolments(rng)
+        for course in self.courses.values():
+            self._generate_course_contents(course)
+
+    def _generate_categories(self, rng: random.Random) -> None:
+        names = ["Science", "Languages", "Mathematics", "Humanities", "Vocational", "Arts"]
+        for i in range(1, self.spec.categories + 1):
+            parent = 0 if i <= 2 or i % 2 else rng.randint(1, 2)
+            path = f"/{i}" if parent == 0 else f"/{parent}/{i}"
+            self.categories[i] = Category(
+                id=i, name=f"{names[(i - 1) % len(names)]} {i}", idnumber=f"CAT{i:03d}" if i % 3 else "",
+                parent=parent, path=path, depth=path.count("/"), visible=0 if i == self.spec.categories and i > 2 else 1,
+            )
+
+    def _generate_courses(self, rng: random.Random) -> None:
+        subjects = ["Biology", "Chemistry", "English", "Français", "Algebra", "Geometry", "History", "Kiswahili",
+                    "Physics", "Agriculture", "Art & Design", "Computer Studies"]
+        for n in range(self.spec.courses):
+            cid = n + 2  # id 1 is the site course
+            start = T0 - rng.randint(20, 120) * DAY
+            self.courses[cid] = Course(
+                id=cid, shortname=f"{subjects[n % len(subjects)][:4].upper()}-{cid}",
+                fullname=f"{subjects[n % len(subjects)]} {100 + n // len(subjects)} — Form {1 + n % 4}",
+                idnumber=f"C{cid:05d}" if n % 4 else "",
+                categoryid=1 + n % self.spec.categories,
+                summary=f"<p>{subjects[n % len(subjects)]} for form {1 + n % 4}.</p>",
+                startdate=start, enddate=start + 180 * DAY if n % 5 else 0,
+                visible=0 if rng.random() < self.spec.hidden_course_rate else 1,
+                enablecompletion=0 if n % 7 == 6 else 1,
+            )
+
+    def _phone(self, rng: random.Random, country: str) -> str:
+        shape = rng.choice(PHONE_SHAPES[country])
+        return shape.format(a=rng.randint(10, 99), b=rng.randint(100, 999), c=rng.randint(1000, 9999))
+
+    def _generate_people(self, rng: random.Random) -> None:
+        spec = self.spec
+        self.users[2] = User(id=2, username="admin", firstname="Site", lastname="Admin", email="admin@example.org",
+                             lastaccess=T0)
+        next_id = 3
+        for _ in range(spec.courses):
+            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            self.users[next_id] = User(
+                id=next_id, username=f"teacher{next_id}", firstname=first, lastname=last,
+                email=f"teacher{next_id}@school.example.org", phone1=self._phone(rng, "KE"), country="KE",
+                city="Nairobi", institution="Demo Academy", department="Teaching staff",
+                firstaccess=T0 - 300 * DAY, lastaccess=T0 - rng.randint(0, 5) * DAY,
+            )
+            next_id += 1
+        for n in range(spec.students):
+            uid = next_id + n
+            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            country, city = rng.choice(COUNTRIES)
+            never = rng.random() < spec.never_accessed_rate
+            self.users[uid] = User(
+                id=uid, username=f"s{uid}", firstname=first, lastname=last,
+                email=f"s{uid}@students.example.org",
+                phone1="" if rng.random() < spec.no_phone_rate else self._phone(rng, country),
+                phone2=self._phone(rng, country) if rng.random() < 0.1 else "",
+                address=f"{rng.randint(1, 400)} {rng.choice(['Moi Ave', 'Rue Cler', 'Ngong Rd', 'Main St'])}" if n % 3 else "",
+                city=city, country=country, idnumber=f"ST{uid:06d}" if n % 6 else "",
+                institution="Demo Academy" if n % 5 else "", department=f"Form {1 + n % 4}",
+                firstaccess=0 if never else T0 - rng.randint(30, 200) * DAY,
+                lastaccess=0 if never else T0 - rng.randint(0, 30) * DAY,
+                suspended=1 if n % 97 == 13 else 0,
+                customfields=[{"type": "text", "value": f"G{1 + n % 3}", "name": "Guardian group",
+                               "shortname": "guardiangroup"}] if n % 2 else [],
+            )
+
+    def _generate_enrolments(self, rng: random.Random) -> None:
+        spec = self.spec
+        course_ids = sorted(self.courses)
+        for i, cid in enumerate(course_ids):
+            self.enrolments[cid] = {3 + i: Enrolment(role="editingteacher", active=True,
+                                                     lastcourseaccess=T0 - rng.randint(0, 5) * DAY)}
+        students = sorted(uid for uid in self.users if uid >= 3 + spec.courses)
+        want = int(round(spec.enrolments_per_student * len(students)))
+        # every student gets at least one course; the rest are spread, one student lands in many courses
+        pairs = set()
+        for k, uid in enumerate(students):
+            pairs.add((course_ids[k % len(course_ids)], uid))
+        if students:
+            for cid in course_ids[: min(len(course_ids), 6)]:
+                pairs.add((cid, students[0]))
+        attempts = 0
+        while len(pairs) < want and attempts < want * 20:
+            pairs.add((rng.choice(course_ids), rng.choice(students)))
+            attempts += 1
+        for cid, uid in sorted(pairs):
+            user = self.users[uid]
+            accessed = user.lastaccess and rng.random() > 0.1
+            self.enrolments[cid][uid] = Enrolment(
+                role="student",
+                active=rng.random() >= spec.suspended_enrolment_rate,
+                lastcourseaccess=max(0, user.lastaccess - rng.randint(0, 10) * DAY) if accessed else 0,
+                timestart=self.courses[cid].startdate,
+            )
+
+    def _generate_course_contents(self, course: Course) -> None:
+        spec = self.spec
+        cid = course.id
+        gradable = max(spec.grade_items, spec.assignments)
+        kinds = ["assign"] * spec.assignments + ["quiz"] * (gradable - spec.assignments)
+        fillers = ["page", "forum", "resource", "url"]
+        kinds += [fillers[i % len(fillers)] for i in range(max(0, spec.activities - len(kinds)))]
+        self.sections[cid] = [(cid * 100 + s, s, "General" if s == 0 else f"Week {s}") for s in range(spec.sections)]
+        modules, items, assignments = [], [], []
+        for n, modname in enumerate(kinds):
+            cmid = cid * 1000 + n + 1
+            instance = cid * 100 + n + 1
+            name = f"{MODULE_NAMES[modname]} {n + 1}" + (" — «ünïcödé»" if n == 1 else "")
+            modules.append(Module(cmid=cmid, course_id=cid, section=1 + n % max(1, spec.sections - 1),
+                                  modname=modname, instance=instance, name=name,
+                                  completion=0 if modname == "url" else (2 if modname in ("assign", "quiz") else 1)))
+            if modname in ("assign", "quiz"):
+                items.append(GradeItem(id=cid * 1000 + n + 1, course_id=cid, itemname=name, itemtype="mod",
+                                       itemmodule=modname, iteminstance=instance, cmid=cmid,
+                                       grademax=100.0 if modname == "assign" else 10.0 * (1 + n % 3)))
+            if modname == "assign":
+                due = course.startdate + (n + 1) * 14 * DAY
+                assignments.append(Assignment(id=instance, cmid=cmid, course_id=cid, name=name, duedate=due,
+                                              cutoffdate=due + 7 * DAY, allowsubmissionsfromdate=course.startdate,
+                                              timemodified=course.startdate))
+        if cid % 11 == 10:  # a course with no grade items at all
+            items = []
+        else:
+            items.append(GradeItem(id=cid * 1000, course_id=cid, itemname=None, itemtype="course", itemmodule=None,
+                                   iteminstance=cid, cmid=None))
+        self.modules[cid], self.grade_items[cid], self.assignments[cid] = modules, items, assignments
+
+    # ------------------------------------------------------------------ views
+    def all_enrolments(self) -> Iterator[Tuple[int, int, Enrolment]]:
+        for cid, rows in self.enrolments.items():
+            for uid, e in rows.items():
+                yield cid, uid, e

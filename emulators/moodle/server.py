@@ -1,0 +1,288 @@
+"""HTTP front of the Moodle emulator: webservice/rest/server.php and login/token.php on 127.0.0.1.
+
+It speaks the wire contract, not our client's expectations: errors come back with HTTP 200, PHP's
+max_input_vars silently cuts long requests, GET and POST are both accepted, token.php has its own error
+shape, and CLI maintenance is an HTML page with 503. Knobs add latency and inject faults.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+from .api import MoodleAPI, WSError
+from .school import School, SchoolSpec
+
+MAX_INPUT_VARS = 1000
+DEMO_TOKEN = "demo-0123456789abcdef0123456789abcdef"
+DEMO_USERNAME = "wsuser"
+DEMO_PASSWORD = "Demo-Passw0rd!"
+DEMO_SERVICE = "commcare_sync"
+
+
+def parse_php_params(pairs: List[Tuple[str, str]]) -> Dict[str, Any]:
+    """Rebuild nested arrays from `a[0][b]=c` pairs the way PHP does, lists where keys are 0..n-1."""
+    root: Dict[str, Any] = {}
+    for name, value in pairs:
+        match = re.match(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$", name)
+        if not match:
+            continue
+        keys = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        node = root
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[keys[-1]] = value
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    items = {k: _listify(v) for k, v in node.items()}
+    if items and all(k.isdigit() for k in items) and sorted(int(k) for k in items) == list(range(len(items))):
+        return [items[str(i)] for i in range(len(items))]
+    return items
+
+
+@dataclass
+class Fault:
+    """One injected failure. `function=None` matches any call; `times` is how many requests it hits.
+
+    kinds: http500, http502, http429, maintenance_html (503 + Retry-After), html200 (a login page),
+    reset (connection closed without an answer), truncate (half the JSON), invalid_json, timeout (answers
+    after `seconds`), or an errorcode (e.g. "invalidrecord", "nopermissions", "ex_unabletolock") sent as
+    Moodle's exception body. `course_id` narrows it to calls about one course.
+    """
+
+    kind: str
+    function: Optional[str] = None
+    times: int = 1
+    course_id: Optional[int] = None
+    seconds: float = 5.0
+    retry_after: Optional[int] = None
+
+
+_ERRORCODE_EXCEPTIONS = {
+    "invalidtoken": ("moodle_exception", "Invalid token - token not found"),
+    "accessexception": ("webservice_access_exception", "Access control exception"),
+    "nopermissions": ("required_capability_exception", "Sorry, but you do not currently have permissions to do that (View all grades)."),
+    "invalidrecord": ("dml_missing_record_exception", "Can't find data record in database table course."),
+    "invalidparameter": ("invalid_parameter_exception", "Invalid parameter value detected"),
+    "ex_unabletolock": ("moodle_exception", "Unable to obtain lock"),
+    "sitemaintenance": ("moodle_exception", "The site is undergoing maintenance and is currently not available"),
+    "codingerror": ("coding_exception", "Coding error detected, it must be fixed by a programmer"),
+}
+
+
+class MoodleEmulator:
+    """Start with `with MoodleEmulator() as moodle:`; `moodle.base_url` and `moodle.token` are what a client needs."""
+
+    def __init__(self, school: Optional[School] = None, spec: Optional[SchoolSpec] = None, latency: float = 0.0,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.school = school or School(spec)
+        self.api = MoodleAPI(self.school)
+        self.latency = latency
+        self.tokens: Dict[str, str] = {DEMO_TOKEN: DEMO_SERVICE}
+        self.logins = {DEMO_USERNAME: DEMO_PASSWORD}
+        self.services = {DEMO_SERVICE, "moodle_mobile_app"}
+        self.maintenance: Optional[str] = None  # None, "json" (sitemaintenance body) or "html" (503 page)
+        self.faults: List[Fault] = []
+        self.requests: Counter[str] = Counter()
+        self.request_log: List[Dict[str, Any]] = []
+        self.keep_log = False
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: Optional[threading.Thread] = None
+        self.api.base_url = self.base_url
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def token(self) -> str:
+        return DEMO_TOKEN
+
+    def start(self) -> "MoodleEmulator":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moodle-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "MoodleEmulator":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ knobs
+    def inject(self, kind: str, function: Optional[str] = None, times: int = 1, **kw: Any) -> Fault:
+        fault = Fault(kind=kind, function=function, times=times, **kw)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def revoke_token(self, token: str = DEMO_TOKEN) -> None:
+        self.tokens.pop(token, None)
+
+    def remove_function(self, name: str) -> None:
+        self.api.service_functions.discard(name)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.request_log.clear()
+
+    def _take_fault(self, function: str, params: Dict[str, Any]) -> Optional[Fault]:
+        with self._lock:
+            for fault in self.faults:
+                if fault.times <= 0 or (fault.function and fault.function != function):
+                    continue
+                if fault.course_id is not None and str(params.get("courseid")) != str(fault.course_id):
+                    continue
+                fault.times -= 1
+                return fault
+        return None
+
+    # ------------------------------------------------------------------ HTTP
+    def _handler_class(self) -> type:
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet: tests read counters instead
+                pass
+
+            def do_GET(self) -> None:
+                self._handle(b"")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self._handle(self.rfile.read(length) if length else b"")
+
+            def _send(self, status: int, body: bytes, ctype: str = "application/json; charset=utf-8",
+                      headers: Optional[Dict[str, str]] = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _json(self, data: Any) -> None:
+                self._send(200, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+
+            def _handle(self, body: bytes) -> None:
+                url = urlsplit(self.path)
+                pairs = parse_qsl(url.query, keep_blank_values=True) + parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+                pairs = pairs[:MAX_INPUT_VARS]  # PHP drops the rest without a word
+                flat = dict(pairs)
+                if emulator.latency:
+                    time.sleep(emulator.latency)
+                if url.path.endswith("/login/token.php"):
+                    return self._token(flat)
+                if not url.path.endswith("/webservice/rest/server.php"):
+                    return self._send(404, b"<html><body><h1>404 Not Found</h1></body></html>", "text/html")
+                function = flat.get("wsfunction", "")
+                with emulator._lock:
+                    emulator.requests[function] += 1
+                    if emulator.keep_log:
+                        emulator.request_log.append({"function": function, "vars": len(pairs),
+                                                     "method": self.command, "query": url.query})
+                params = parse_php_params([(k, v) for k, v in pairs if not k.startswith(("wstoken", "wsfunction", "moodlews"))])
+                if emulator.maintenance == "html":
+                    return self._maintenance_page()
+                fault = emulator._take_fault(function, params)
+                if fault and self._apply_fault(fault):
+                    return
+                if flat.get("moodlewsrestformat", "xml") != "json":
+                    return self._send(200, b'<?xml version="1.0" encoding="UTF-8" ?>\n<EXCEPTION class="moodle_exception">'
+                                      b"<ERRORCODE>jsononly</ERRORCODE><MESSAGE>This emulator speaks JSON only</MESSAGE></EXCEPTION>",
+                                      "application/xml")
+                if flat.get("wstoken") not in emulator.tokens:
+                    return self._json(_error_body("invalidtoken"))
+                if emulator.maintenance == "json":
+                    return self._json(_error_body("sitemaintenance"))
+                try:
+                    self._json(emulator.api.call(function, params))
+                except WSError as err:
+                    self._json(err.body)
+
+            def _token(self, flat: Dict[str, str]) -> None:
+                if emulator.maintenance:
+                    return self._json({"error": "Site is in maintenance", "errorcode": "sitemaintenance",
+                                       "stacktrace": None, "debuginfo": None, "reproductionlink": None})
+                service = flat.get("service", "")
+                if emulator.logins.get(flat.get("username", "")) != flat.get("password"):
+                    return self._json({"error": "Invalid login, please try again", "errorcode": "invalidlogin",
+                                       "stacktrace": None, "debuginfo": None, "reproductionlink": None})
+                if service not in emulator.services:
+                    return self._json({"error": "Web service is not available (it doesn't exist or might be disabled)",
+                                       "errorcode": "servicenotavailable", "stacktrace": None, "debuginfo": None,
+                                       "reproductionlink": None})
+                token = next((t for t, s in emulator.tokens.items() if s == service), None)
+                if token is None:
+                    token = f"tok{len(emulator.tokens):04d}" + "f" * 28
+                    emulator.tokens[token] = service
+                self._json({"token": token, "privatetoken": None})
+
+            def _maintenance_page(self) -> None:
+                page = (b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body>"
+                        b"<h1>This site is under maintenance</h1><p>Please try again later.</p></body></html>")
+                self._send(503, page, "text/html; charset=utf-8", {"Retry-After": "300"})
+
+            def _apply_fault(self, fault: Fault) -> bool:
+                kind = fault.kind
+                if kind in ("http500", "http502"):
+                    self._send(int(kind[4:]), b"<html><body>Internal Server Error</body></html>", "text/html")
+                elif kind == "http429":
+                    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                    self._send(429, b"Too Many Requests", "text/plain", headers)
+                elif kind == "maintenance_html":
+                    self._maintenance_page()
+                elif kind == "html200":
+                    self._send(200, b"<!DOCTYPE html><html><body><form id=\"login\">Log in to the site</form></body></html>",
+                               "text/html; charset=utf-8")
+                elif kind == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                elif kind == "truncate":
+                    body = json.dumps(_error_body("invalidrecord") | {"padding": "x" * 200}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                elif kind == "invalid_json":
+                    self._send(200, b"{\"courses\": [1, 2,, }")
+                elif kind == "timeout":
+                    time.sleep(fault.seconds)
+                    return False
+                else:
+                    self._json(_error_body(kind))
+                return True
+
+        return Handler
+
+
+def _error_body(errorcode: str) -> Dict[str, Any]:
+    exception, message = _ERRORCODE_EXCEPTIONS.get(errorcode, ("moodle_exception", errorcode))
+    return {"exception": exception, "errorcode": errorcode, "message": message}

@@ -1,0 +1,308 @@
+"""The one HTTP client every Moodle resource uses.
+
+Built on dlt's retrying requests client (backoff, Retry-After, per-thread sessions). What it adds is the
+Moodle part: POST form bodies with PHP-style arrays (the token never goes into a URL or a server log),
+HTTP-200 error bodies turned into typed errors, `warnings` logged, bounded concurrency for fan-out calls,
+request counts per function, and the token and password kept out of every message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar
+
+from dlt.sources.helpers.requests import Client, Response
+
+from . import settings
+from .config import MoodleSettings
+from .errors import (
+    MoodleAccessError,
+    MoodleAPIError,
+    MoodleError,
+    MoodleFunctionNotAvailableError,
+    MoodleInvalidParameterError,
+    MoodleInvalidResponseError,
+    MoodleInvalidTokenError,
+    MoodleLoginError,
+    MoodleMaintenanceError,
+    MoodleRecordNotFoundError,
+    MoodleRetryableAPIError,
+    MoodleTransportError,
+    MoodleUnavailableError,
+)
+from .params import encode_params
+
+logger = logging.getLogger("moodle_commcare.moodle")
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+_ACCESS_CODES = {
+    "accessexception",
+    "nopermissions",
+    "nopermissiontoviewgrades",
+    "requireloginerror",
+    "errorcoursecontextnotvalid",
+    "notingroup",
+    "wsaccessuserunconfirmed",
+    "usernotfullysetup",
+}
+
+
+class RequestStats:
+    """Thread-safe counts of HTTP requests (every attempt) and calls (logical) per web-service function."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+
+    def count_request(self, function: str) -> None:
+        with self._lock:
+            self.requests[function] += 1
+
+    def count_call(self, function: str) -> None:
+        with self._lock:
+            self.calls[function] += 1
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.total_requests - sum(self.calls.values()))
+
+
+def _looks_retryable(response: Optional[Response], exception: Optional[BaseException]) -> bool:
+    """Retry a 200 whose body is cut short or carries a transient Moodle lock error.
+
+    Checked on raw bytes so a large good response is not parsed twice.
+    """
+    if response is None or response.status_code != 200:
+        return False
+    body = response.content.rstrip()
+    if not body:
+        return False
+    head = body[:400]
+    if head.startswith(b"{") and b'"ex_unabletolock"' in head:
+        return True
+    return head[:1] in (b"{", b"[") and body[-1:] not in (b"}", b"]")
+
+
+class MoodleClient:
+    def __init__(self, config: MoodleSettings, stats: Optional[RequestStats] = None) -> None:
+        self.config = config
+        self.stats = stats or RequestStats()
+        self._token: Optional[str] = config.token
+        self._token_lock = threading.Lock()
+        self._http = Client(
+            request_timeout=config.request_timeout,
+            max_connections=max(10, config.max_concurrency * 2),
+            raise_for_status=False,
+            request_max_attempts=config.max_attempts,
+            request_backoff_factor=config.backoff_factor,
+            request_max_retry_delay=300,
+            retry_condition=_looks_retryable,
+            respect_retry_after_header=True,
+        )
+        self._rest_url = f"{config.base_url}/{settings.REST_PATH}"
+
+    # ---------------------------------------------------------------- secrets
+    def redact(self, text: str) -> str:
+        for secret in (self._token, *self.config.secrets):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _fail(self, error: MoodleError) -> MoodleError:
+        error.args = tuple(self.redact(str(a)) for a in error.args)
+        return error
+
+    # ---------------------------------------------------------------- auth
+    def token(self) -> str:
+        with self._token_lock:
+            if not self._token:
+                self._token = self._login()
+            return self._token
+
+    def _login(self) -> str:
+        cfg = self.config
+        if not (cfg.username and cfg.password):
+            raise MoodleLoginError("No Moodle token and no username/password to obtain one.")
+        url = f"{cfg.base_url}/{settings.TOKEN_PATH}"
+        response = self._post(url, "login/token.php", {"username": cfg.username, "password": cfg.password, "service": cfg.service})
+        data = self._parse_json(response, "login/token.php")
+        if isinstance(data, dict) and data.get("token"):
+            return str(data["token"])
+        code = data.get("errorcode") if isinstance(data, dict) else None
+        hints = {
+            "invalidlogin": "check SOURCES__MOODLE__USERNAME and SOURCES__MOODLE__PASSWORD",
+            "servicenotavailable": "check SOURCES__MOODLE__SERVICE and that the user may use that service",
+            "enablewsdescription": "ask the Moodle admin to enable web services",
+            "sitemaintenance": "the site is in maintenance; try again later",
+        }
+        raise self._fail(
+            MoodleLoginError(
+                f"Moodle refused to issue a token for service {cfg.service!r} (errorcode {code}): "
+                + hints.get(str(code), "check the username, password and service name"),
+                errorcode=code,
+            )
+        )
+
+    # ---------------------------------------------------------------- calls
+    def call(self, function: str, params: Optional[Mapping[str, Any]] = None) -> Any:
+        """Call one web-service function; returns the decoded JSON or raises a typed MoodleError."""
+        self.stats.count_call(function)
+        token = self.token()
+        try:
+            return self._call_once(function, params, token)
+        except MoodleInvalidTokenError:
+            if not (self.config.username and self.config.password):
+                raise
+            with self._token_lock:  # token revoked or expired: log in again once
+                if self._token == token:
+                    self._token = None
+            return self._call_once(function, params, self.token())
+
+    def _call_once(self, function: str, params: Optional[Mapping[str, Any]], token: str) -> Any:
+        body = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json")]
+        body += encode_params(params or {})
+        response = self._post(self._rest_url, function, body, query={"wsfunction": function})
+        data = self._parse_json(response, function)
+        if isinstance(data, dict) and "exception" in data:
+            raise self._fail(self._api_error(function, data))
+        if isinstance(data, dict):
+            for warning in data.get("warnings") or []:
+                logger.warning(
+                    self.redact(
+                        f"{function}: Moodle warning {warning.get('warningcode')} on {warning.get('item')} "
+                        f"{warning.get('itemid')}: {warning.get('message')}"
+                    )
+                )
+        return data
+
+    def fan_out(self, items: Iterable[P], work: Callable[[P], R]) -> Iterator[Tuple[P, R]]:
+        """Run `work(item)` for every item, at most `max_concurrency` at a time, yielding in input order.
+
+        Only a small window of futures is kept, so a 45,000-call fan-out holds a few responses at once.
+        """
+        width = self.config.max_concurrency
+        window: Deque[Tuple[P, Future]] = deque()
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="moodle") as pool:
+            try:
+                for item in items:
+                    window.append((item, pool.submit(work, item)))
+                    if len(window) >= width * 2:
+                        done_item, future = window.popleft()
+                        yield done_item, future.result()
+                while window:
+                    done_item, future = window.popleft()
+                    yield done_item, future.result()
+            finally:
+                for _, future in window:
+                    future.cancel()
+
+    # ---------------------------------------------------------------- HTTP
+    def _post(self, url: str, function: str, body: Any, query: Optional[dict] = None) -> Response:
+        import requests
+
+        def count(response: Response, *args: Any, **kwargs: Any) -> Response:
+            self.stats.count_request(function)
+            return response
+
+        try:
+            return self._http.session.post(url, params=query, data=body, hooks={"response": count})
+        except requests.Timeout as exc:
+            raise self._fail(MoodleUnavailableError(
+                f"Moodle did not answer {function} within {self.config.request_timeout:g}s after "
+                f"{self.config.max_attempts} attempts ({type(exc).__name__}). The site may be overloaded: "
+                "try later, or raise SOURCES__MOODLE__REQUEST_TIMEOUT."
+            )) from None
+        except requests.RequestException as exc:
+            raise self._fail(MoodleUnavailableError(
+                f"Could not reach Moodle at {self.config.base_url} for {function} after "
+                f"{self.config.max_attempts} attempts ({type(exc).__name__}). Check SOURCES__MOODLE__BASE_URL "
+                "and that the site is up."
+            )) from None
+
+    def _parse_json(self, response: Response, function: str) -> Any:
+        status = response.status_code
+        text_head = response.content[:2000].decode("utf-8", "replace")
+        is_html = text_head.lstrip()[:1] == "<"
+        if status == 503 or (is_html and "maintenance" in text_head.lower()):
+            raise self._fail(MoodleMaintenanceError(
+                f"Moodle answered {function} with a maintenance page (HTTP {status}). "
+                "The site is in maintenance mode: the run will work once it is over."
+            ))
+        if status == 403 and not response.content.strip():
+            raise self._fail(MoodleAccessError(
+                f"Moodle refused {function} with HTTP 403 and no body: the REST protocol is probably disabled. "
+                "Ask the Moodle admin to enable it (Site administration > Server > Web services > Manage protocols).",
+                function=function, errorcode="http403",
+            ))
+        if status == 404:
+            raise self._fail(MoodleTransportError(
+                f"{response.url.split('?')[0]} does not exist (HTTP 404): check SOURCES__MOODLE__BASE_URL "
+                "points at the Moodle site root."
+            ))
+        if status != 200:
+            raise self._fail(MoodleUnavailableError(
+                f"Moodle answered {function} with HTTP {status} after {self.config.max_attempts} attempts: "
+                "the server is failing; try again later."
+            ))
+        if is_html:
+            raise self._fail(MoodleInvalidResponseError(
+                f"Moodle answered {function} with an HTML page instead of JSON: check SOURCES__MOODLE__BASE_URL "
+                "is the site root and that web services are enabled (a login or error page came back)."
+            ))
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise self._fail(MoodleInvalidResponseError(
+                f"Moodle's answer to {function} is not valid JSON ({len(response.content)} bytes, possibly cut "
+                "off by a proxy or a PHP error). Try again; if it persists, check the Moodle server's error log."
+            )) from None
+
+    def _api_error(self, function: str, body: Dict[str, Any]) -> MoodleError:
+        code = str(body.get("errorcode") or "")
+        exception = str(body.get("exception") or "")
+        message = str(body.get("message") or "")
+        kwargs = dict(function=function, errorcode=code, exception=exception)
+        said = f"Moodle refused {function} (errorcode {code}: {message})"
+        if code == "invalidtoken":
+            return MoodleInvalidTokenError(
+                f"{said}. The token is unknown, expired or revoked: issue a new one and set SOURCES__MOODLE__TOKEN.",
+                **kwargs,
+            )
+        if code == "sitemaintenance":
+            return MoodleMaintenanceError(f"{said}. The site is in maintenance mode: try again later.")
+        if code == "accessexception" and "function" in (message + str(body.get("debuginfo", ""))).lower():
+            return MoodleFunctionNotAvailableError(
+                f"{said}. Add {function} to the web service the token belongs to "
+                "(Site administration > Server > Web services > External services > Functions).",
+                **kwargs,
+            )
+        if code in _ACCESS_CODES:
+            return MoodleAccessError(
+                f"{said}. The token's user lacks a capability or the token is restricted: check the role of the "
+                "web-service user (it needs the capabilities listed for this function) and the token's IP/validity limits.",
+                **kwargs,
+            )
+        if code == "invalidparameter":
+            return MoodleInvalidParameterError(
+                f"{said}. A parameter was rejected: check SOURCES__MOODLE__COURSE_IDS / CATEGORY_IDS; if they are "
+                "right, this is a bug in the connector or a Moodle version it does not know.",
+                **kwargs,
+            )
+        if code == "invalidrecord" or exception == "dml_missing_record_exception":
+            return MoodleRecordNotFoundError(
+                f"{said}. The record no longer exists (deleted during the run?).", **kwargs
+            )
+        if code in settings.RETRYABLE_ERRORCODES:
+            return MoodleRetryableAPIError(f"{said}. A transient lock on the server: try again.", **kwargs)
+        return MoodleAPIError(f"{said}.", **kwargs)

@@ -1,0 +1,123 @@
+"""Typed, validated settings of the Moodle source.
+
+dlt resolves the raw values (config.toml, secrets.toml, SOURCES__MOODLE__* env vars); this module turns
+them into one object and rejects what would fail later with a less helpful message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from . import settings
+from .errors import MoodleConfigError
+
+
+def _env(name: str) -> str:
+    return f"SOURCES__MOODLE__{name.upper()}"
+
+
+@dataclass(frozen=True)
+class MoodleSettings:
+    base_url: str
+    token: Optional[str] = field(default=None, repr=False)
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    service: str = "moodle_mobile_app"
+    course_ids: Tuple[int, ...] = ()
+    category_ids: Tuple[int, ...] = ()
+    student_roles: Tuple[str, ...] = settings.DEFAULT_STUDENT_ROLES
+    max_concurrency: int = settings.DEFAULT_CONCURRENCY
+    page_size: int = settings.DEFAULT_PAGE_SIZE
+    user_batch_size: int = settings.DEFAULT_USER_BATCH_SIZE
+    request_timeout: float = settings.DEFAULT_TIMEOUT_SECONDS
+    max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS
+    backoff_factor: float = settings.DEFAULT_BACKOFF_FACTOR
+    allow_insecure_http: bool = False
+    full_refresh: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        base_url: Optional[str],
+        token: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        course_ids: Optional[Sequence[int]] = None,
+        category_ids: Optional[Sequence[int]] = None,
+        student_roles: Optional[Sequence[str]] = None,
+        **options: object,
+    ) -> "MoodleSettings":
+        """Normalise and validate; raises MoodleConfigError naming the setting to fix."""
+        url = normalise_base_url(base_url, bool(options.get("allow_insecure_http")))
+        token = (token or "").strip() or None
+        username = (username or "").strip() or None
+        if not token and not (username and password):
+            raise MoodleConfigError(
+                f"No Moodle credentials: set {_env('token')} (a web-service token), or "
+                f"{_env('username')} and {_env('password')} (with {_env('service')}) in .dlt/secrets.toml "
+                "or the environment."
+            )
+        built = cls(
+            base_url=url,
+            token=token,
+            username=username,
+            password=password or None,
+            course_ids=_int_tuple(course_ids, "course_ids"),
+            category_ids=_int_tuple(category_ids, "category_ids"),
+            student_roles=tuple(student_roles or settings.DEFAULT_STUDENT_ROLES),
+            **{k: v for k, v in options.items() if v is not None},  # type: ignore[arg-type]
+        )
+        for name in ("max_concurrency", "page_size", "user_batch_size", "max_attempts"):
+            if int(getattr(built, name)) < 1:
+                raise MoodleConfigError(f"{_env(name)} must be a whole number of at least 1.")
+        if built.user_batch_size > 400:
+            raise MoodleConfigError(
+                f"{_env('user_batch_size')}={built.user_batch_size} is too large: PHP's max_input_vars "
+                "(1000 by default) would cut the request short. Use 400 or less."
+            )
+        return built
+
+    @property
+    def secrets(self) -> Tuple[str, ...]:
+        return tuple(s for s in (self.token, self.password) if s)
+
+
+def normalise_base_url(base_url: Optional[str], allow_insecure_http: bool) -> str:
+    """The site root, e.g. https://moodle.school.org or https://school.org/moodle, without a slash."""
+    setting = _env("base_url")
+    url = (base_url or "").strip()
+    if not url:
+        raise MoodleConfigError(f"{setting} is empty: set it to your Moodle site's address, e.g. https://moodle.example.org")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MoodleConfigError(
+            f"{setting}={url!r} is not a web address: it must start with https:// (e.g. https://moodle.example.org)."
+        )
+    if parts.query or parts.fragment:
+        raise MoodleConfigError(f"{setting} must be the site address only, without '?' or '#' parts.")
+    path = parts.path.rstrip("/")
+    for suffix in ("/webservice/rest/server.php", "/webservice/rest", "/webservice", "/login/token.php", "/login"):
+        if path.endswith(suffix):
+            raise MoodleConfigError(
+                f"{setting} ends with {suffix!r}: give the site root instead "
+                f"({parts.scheme}://{parts.netloc}{path[: -len(suffix)]}); the connector adds the web-service path."
+            )
+    if parts.scheme == "http" and not allow_insecure_http:
+        raise MoodleConfigError(
+            f"{setting} uses plain http://, which would send the token in clear text. Use https://, or set "
+            f"{_env('allow_insecure_http')}=true if this is a test server you trust."
+        )
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _int_tuple(values: Optional[Sequence[int]], name: str) -> Tuple[int, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, (str, int)):
+        values = [v for v in str(values).replace(";", ",").split(",") if v.strip()]
+    try:
+        return tuple(sorted({int(v) for v in values}))
+    except (TypeError, ValueError):
+        raise MoodleConfigError(f"{_env(name)} must be a list of numeric Moodle ids, e.g. [12, 15].") from None

@@ -1,0 +1,52 @@
+"""Constants of the Moodle web-service contract the source relies on."""
+
+REST_PATH = "webservice/rest/server.php"
+TOKEN_PATH = "login/token.php"
+
+# Every function the source may call; checked against core_webservice_get_site_info before extracting.
+FN_SITE_INFO = "core_webservice_get_site_info"
+FN_CATEGORIES = "core_course_get_categories"
+FN_COURSES = "core_course_get_courses"
+FN_ENROLLED_USERS = "core_enrol_get_enrolled_users"
+FN_USERS_BY_FIELD = "core_user_get_users_by_field"
+FN_GRADE_ITEMS = "gradereport_user_get_grade_items"
+FN_USERS_COURSES = "core_enrol_get_users_courses"
+FN_ACTIVITIES_COMPLETION = "core_completion_get_activities_completion_status"
+FN_COURSE_CONTENTS = "core_course_get_contents"
+FN_ASSIGNMENTS = "mod_assign_get_assignments"
+FN_SUBMISSIONS = "mod_assign_get_submissions"
+
+# Which resource needs which functions, so a token that lacks one fails early and says which.
+RESOURCE_FUNCTIONS = {
+    "site_info": [FN_SITE_INFO],
+    "course_categories": [FN_CATEGORIES],
+    "courses": [FN_COURSES, FN_CATEGORIES],
+    "enrolments": [FN_COURSES, FN_ENROLLED_USERS],
+    "users": [FN_COURSES, FN_ENROLLED_USERS, FN_USERS_BY_FIELD],
+    "grades": [FN_COURSES, FN_ENROLLED_USERS, FN_GRADE_ITEMS],
+    "course_engagement": [FN_COURSES, FN_ENROLLED_USERS, FN_USERS_COURSES],
+    "activity_completion": [FN_COURSES, FN_ENROLLED_USERS, FN_ACTIVITIES_COMPLETION],
+    "course_sections": [FN_COURSES, FN_ENROLLED_USERS, FN_COURSE_CONTENTS],
+    "course_modules": [FN_COURSES, FN_ENROLLED_USERS, FN_COURSE_CONTENTS],
+    "assignments": [FN_COURSES, FN_ASSIGNMENTS],
+    "assignment_submissions": [FN_COURSES, FN_ASSIGNMENTS, FN_SUBMISSIONS],
+}
+
+SITE_COURSE_ID = 1  # core_course_get_courses always returns the front page as course 1
+
+# Only the fields the enrolment table uses: keeps enrolled-user pages small on big courses.
+ENROLMENT_USERFIELDS = "id,fullname,roles,lastaccess,lastcourseaccess"
+ACTIVE_USERFIELDS = "id"
+
+DEFAULT_PAGE_SIZE = 500  # users per core_enrol_get_enrolled_users page
+DEFAULT_USER_BATCH_SIZE = 200  # ids per core_user_get_users_by_field POST, far below max_input_vars=1000
+DEFAULT_COURSE_BATCH_SIZE = 50  # course ids per mod_assign_get_assignments call
+DEFAULT_ASSIGNMENT_BATCH_SIZE = 50  # assignment ids per mod_assign_get_submissions call
+DEFAULT_CONCURRENCY = 4  # Moodle has no rate limiter; 2-4 parallel requests is polite
+DEFAULT_TIMEOUT_SECONDS = 60.0
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF_FACTOR = 1.0
+DEFAULT_STUDENT_ROLES = ("student",)
+
+# Moodle errorcodes that only a retry can fix.
+RETRYABLE_ERRORCODES = frozenset({"ex_unabletolock"})
