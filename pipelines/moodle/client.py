@@ -102,7 +102,7 @@ class MoodleClient:
         self._token_lock = threading.Lock()
         self._http = Client(
             request_timeout=config.request_timeout,
-            max_connections=max(10, config.max_concurrency * 2),
+            max_connections=max(32, config.max_concurrency * 4),
             raise_for_status=False,
             request_max_attempts=config.max_attempts,
             request_backoff_factor=config.backoff_factor,

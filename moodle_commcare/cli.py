@@ -1,0 +1,95 @@
+"""The `moodle-commcare` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from pipelines.moodle.errors import MoodleError
+from pipelines.moodle_pipeline import run_extract
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+
+def _progress(status):  # type: ignore[no-untyped-def]
+    def update(stats) -> None:  # type: ignore[no-untyped-def]
+        status.update(f"Extracting from Moodle… {stats.total_requests:,} requests")
+    return update
+
+
+def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-untyped-def]
+    from .report import print_extract
+
+    try:
+        with console.status("Extracting from Moodle…") as status:
+            report = run_extract(duckdb, on_progress=_progress(status), **options)
+    except MoodleError as exc:
+        err.print(f"[bold red]Moodle extract failed:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1)
+    print_extract(console, report)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log warnings and retries.")) -> None:
+    """Keep CommCare case records in step with Moodle."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def extract(
+    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Re-fetch grades, completion and contents everywhere."),
+    course_id: Optional[List[int]] = typer.Option(None, "--course-id", help="Limit to these courses (repeatable)."),
+) -> None:
+    """Load the configured Moodle site (.dlt/config.toml, .dlt/secrets.toml, SOURCES__MOODLE__*) into DuckDB."""
+    options = {"full_refresh": True} if full_refresh else {}
+    if course_id:
+        options["course_ids"] = course_id
+    _extract(duckdb, **options)
+
+
+@app.command()
+def demo(
+    duckdb: Path = typer.Option(Path("moodle.duckdb"), help="DuckDB file to load into."),
+    students: int = typer.Option(150, help="Students in the generated demo school."),
+    courses: int = typer.Option(12, help="Courses in the generated demo school."),
+) -> None:
+    """Start the bundled Moodle emulator with a demo school and extract it into DuckDB."""
+    from emulators.moodle import MoodleEmulator, SchoolSpec
+
+    with MoodleEmulator(spec=SchoolSpec(students=students, courses=courses)) as moodle:
+        console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
+        _extract(duckdb, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
+
+
+@app.command()
+def emulator(
+    port: int = typer.Option(8081, help="Port on 127.0.0.1."),
+    students: int = typer.Option(150, help="Students in the generated school."),
+    courses: int = typer.Option(12, help="Courses in the generated school."),
+    latency: float = typer.Option(0.0, help="Seconds added to every answer."),
+) -> None:
+    """Serve the Moodle emulator until Ctrl-C, to try the connector by hand."""
+    import time
+
+    from emulators.moodle import MoodleEmulator, SchoolSpec
+
+    with MoodleEmulator(spec=SchoolSpec(students=students, courses=courses), latency=latency, port=port) as moodle:
+        console.print(f"Moodle emulator at {moodle.base_url} — token: {moodle.token} (demo only)")
+        console.print(f"  export SOURCES__MOODLE__BASE_URL={moodle.base_url} SOURCES__MOODLE__TOKEN=<token> "
+                      "SOURCES__MOODLE__ALLOW_INSECURE_HTTP=true")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    app()

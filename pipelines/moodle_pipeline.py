@@ -1,0 +1,129 @@
+"""Run the Moodle source into DuckDB: `python -m pipelines.moodle_pipeline` or `moodle-commcare extract`.
+
+Settings come from dlt's usual places (.dlt/config.toml, .dlt/secrets.toml, SOURCES__MOODLE__* env vars);
+keyword arguments override them, which is how the demo and the tests point it at the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+import dlt
+from dlt.common.pipeline import LoadInfo
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from pipelines.moodle import RequestStats, moodle_source
+from pipelines.moodle.errors import MoodleError
+
+DEFAULT_DUCKDB = "moodle.duckdb"
+DATASET = "moodle_raw"
+PIPELINE_NAME = "moodle"
+
+
+def duckdb_path(path: Optional[str] = None) -> Path:
+    """The warehouse file: the argument, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
+    return Path(path or os.environ.get("MOODLE_COMMCARE_DUCKDB") or DEFAULT_DUCKDB).resolve()
+
+
+@dataclass
+class ExtractReport:
+    duckdb: Path
+    rows_loaded: Dict[str, int]
+    table_rows: Dict[str, int]
+    stats: RequestStats
+    seconds: float
+    load_info: Optional[LoadInfo] = field(default=None, repr=False)
+
+
+def make_pipeline(db: Path, pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
+    """One pipeline per DuckDB file; its working state lives beside the file so two warehouses never mix."""
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        destination=dlt.destinations.duckdb(str(db)),
+        dataset_name=DATASET,
+        pipelines_dir=str(pipelines_dir or db.parent / ".dlt_pipelines" / db.stem),
+        progress=None,
+    )
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The MoodleError behind dlt's wrappers, so callers see what to fix rather than dlt's traceback."""
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MoodleError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
+    return exc
+
+
+def run_extract(
+    db: Optional[Path | str] = None,
+    *,
+    pipelines_dir: Optional[Path] = None,
+    on_progress: Optional[Any] = None,
+    **source_options: Any,
+) -> ExtractReport:
+    """Extract and load; raises the underlying MoodleError (not dlt's wrapper) when Moodle refuses."""
+    path = duckdb_path(str(db) if db else None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats = RequestStats()
+    pipeline = make_pipeline(path, pipelines_dir)
+    started = time.monotonic()
+    with _ticker(stats, on_progress):
+        try:
+            source = moodle_source(request_stats=stats, **source_options)
+            info = pipeline.run(source)
+        except PipelineStepFailed as exc:
+            raise unwrap(exc) from None
+    seconds = time.monotonic() - started
+    trace = pipeline.last_trace
+    rows = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
+    rows.pop("_dlt_pipeline_state", None)
+    return ExtractReport(duckdb=path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
+                         seconds=seconds, load_info=info)
+
+
+def table_row_counts(pipeline: dlt.Pipeline) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    with pipeline.sql_client() as sql:
+        for (table,) in sql.execute_sql(
+            "select table_name from information_schema.tables where table_schema = %s and table_name not like '_dlt%%' "
+            "order by table_name", DATASET,
+        ):
+            counts[table] = sql.execute_sql(f'select count(*) from "{DATASET}"."{table}"')[0][0]
+    return counts
+
+
+@contextmanager
+def _ticker(stats: RequestStats, on_progress: Optional[Any]) -> Iterator[None]:
+    """Call on_progress(stats) twice a second while the extract runs, so long runs show they are alive."""
+    if on_progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.5):
+            on_progress(stats)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+if __name__ == "__main__":
+    from moodle_commcare.cli import app
+
+    app(["extract"])
