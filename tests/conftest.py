@@ -40,7 +40,8 @@ class Warehouse:
 
     def extract(self, **options: Any) -> ExtractReport:
         settings: Dict[str, Any] = dict(base_url=self.moodle.base_url, token=self.moodle.token,
-                                        allow_insecure_http=True, backoff_factor=0.01, max_attempts=3)
+                                        allow_insecure_http=True, backoff_factor=0.01, max_attempts=3,
+                                        max_retry_delay=2.0)
         settings.update(options)
         return run_extract(self.path, **settings)
 

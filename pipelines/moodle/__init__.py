@@ -43,6 +43,7 @@ def moodle_source(
     request_timeout: float = settings.DEFAULT_TIMEOUT_SECONDS,
     max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
     backoff_factor: float = settings.DEFAULT_BACKOFF_FACTOR,
+    max_retry_delay: float = settings.DEFAULT_MAX_RETRY_DELAY,
     allow_insecure_http: bool = False,
     full_refresh: bool = False,
     request_stats: Any = None,
@@ -63,7 +64,7 @@ def moodle_source(
         base_url, token=token, username=username, password=password, course_ids=course_ids,
         category_ids=category_ids, student_roles=student_roles, service=service,
         max_concurrency=max_concurrency, page_size=page_size, user_batch_size=user_batch_size,
-        request_timeout=request_timeout, max_attempts=max_attempts, backoff_factor=backoff_factor,
+        request_timeout=request_timeout, max_attempts=max_attempts, backoff_factor=backoff_factor, max_retry_delay=max_retry_delay,
         allow_insecure_http=allow_insecure_http, full_refresh=full_refresh,
     )
     client = MoodleClient(config, stats=request_stats if isinstance(request_stats, RequestStats) else None)

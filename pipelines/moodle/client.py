@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from urllib.parse import parse_qs, urlsplit
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar
 
 from dlt.sources.helpers.requests import Client, Response
+from requests.adapters import HTTPAdapter
 
 from . import settings
 from .config import MoodleSettings
@@ -78,6 +80,19 @@ class RequestStats:
         return max(0, self.total_requests - sum(self.calls.values()))
 
 
+class _CountingAdapter(HTTPAdapter):
+    """Counts every attempt, including those that end in a connection error and never get a response."""
+
+    def __init__(self, stats: RequestStats, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stats = stats
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        function = parse_qs(urlsplit(request.url).query).get("wsfunction", [settings.TOKEN_PATH])[0]
+        self.stats.count_request(function)
+        return super().send(request, *args, **kwargs)
+
+
 def _looks_retryable(response: Optional[Response], exception: Optional[BaseException]) -> bool:
     """Retry a 200 whose body is cut short or carries a transient Moodle lock error.
 
@@ -106,10 +121,12 @@ class MoodleClient:
             raise_for_status=False,
             request_max_attempts=config.max_attempts,
             request_backoff_factor=config.backoff_factor,
-            request_max_retry_delay=300,
+            request_max_retry_delay=config.max_retry_delay,
             retry_condition=_looks_retryable,
             respect_retry_after_header=True,
         )
+        # every per-thread session dlt creates mounts this adapter: one place to count attempts
+        self._http._adapter = _CountingAdapter(self.stats, pool_maxsize=max(32, config.max_concurrency * 4))
         self._rest_url = f"{config.base_url}/{settings.REST_PATH}"
 
     # ---------------------------------------------------------------- secrets
@@ -135,7 +152,7 @@ class MoodleClient:
         if not (cfg.username and cfg.password):
             raise MoodleLoginError("No Moodle token and no username/password to obtain one.")
         url = f"{cfg.base_url}/{settings.TOKEN_PATH}"
-        response = self._post(url, "login/token.php", {"username": cfg.username, "password": cfg.password, "service": cfg.service})
+        response = self._post(url, settings.TOKEN_PATH, {"username": cfg.username, "password": cfg.password, "service": cfg.service})
         data = self._parse_json(response, "login/token.php")
         if isinstance(data, dict) and data.get("token"):
             return str(data["token"])
@@ -211,12 +228,8 @@ class MoodleClient:
     def _post(self, url: str, function: str, body: Any, query: Optional[dict] = None) -> Response:
         import requests
 
-        def count(response: Response, *args: Any, **kwargs: Any) -> Response:
-            self.stats.count_request(function)
-            return response
-
         try:
-            return self._http.session.post(url, params=query, data=body, hooks={"response": count})
+            return self._http.session.post(url, params=query, data=body)
         except requests.Timeout as exc:
             raise self._fail(MoodleUnavailableError(
                 f"Moodle did not answer {function} within {self.config.request_timeout:g}s after "
@@ -305,4 +318,6 @@ class MoodleClient:
             )
         if code in settings.RETRYABLE_ERRORCODES:
             return MoodleRetryableAPIError(f"{said}. A transient lock on the server: try again.", **kwargs)
-        return MoodleAPIError(f"{said}.", **kwargs)
+        return MoodleAPIError(
+            f"{said}. This is an error inside Moodle (a plugin or the server): check the site's error log; "
+            "the run can be retried once it is fixed.", **kwargs)

@@ -34,6 +34,7 @@ class MoodleSettings:
     request_timeout: float = settings.DEFAULT_TIMEOUT_SECONDS
     max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS
     backoff_factor: float = settings.DEFAULT_BACKOFF_FACTOR
+    max_retry_delay: float = settings.DEFAULT_MAX_RETRY_DELAY
     allow_insecure_http: bool = False
     full_refresh: bool = False
 

@@ -46,6 +46,7 @@ DEFAULT_CONCURRENCY = 4  # Moodle has no rate limiter; 2-4 parallel requests is 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF_FACTOR = 1.0
+DEFAULT_MAX_RETRY_DELAY = 60.0  # caps Retry-After too: a 300 s maintenance hint is better met by the next run
 DEFAULT_STUDENT_ROLES = ("student",)
 
 # Moodle errorcodes that only a retry can fix.
