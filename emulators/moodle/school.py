@@ -301,17 +301,17 @@ class School:
     def _generate(self) -> None:
         spec = self.spec
         rng = random.Random(spec.seed)
-        self._generate_categories(rng)
+        self._generate_categories()
         self._generate_courses(rng)
         self._generate_people(rng)
         self._generate_enrolments(rng)
         for course in self.courses.values():
             self._generate_course_contents(course)
 
-    def _generate_categories(self, rng: random.Random) -> None:
+    def _generate_categories(self) -> None:
         names = ["Science", "Languages", "Mathematics", "Humanities", "Vocational", "Arts"]
         for i in range(1, self.spec.categories + 1):
-            parent = 0 if i <= 2 or i % 2 else rng.randint(1, 2)
+            parent = 0 if i <= 2 else 1 + i % 2  # two top-level categories, the rest beneath them
             path = f"/{i}" if parent == 0 else f"/{parent}/{i}"
             self.categories[i] = Category(
                 id=i, name=f"{names[(i - 1) % len(names)]} {i}", idnumber=f"CAT{i:03d}" if i % 3 else "",

@@ -1,0 +1,74 @@
+"""Misconfiguration fails before any request, with one line naming the setting to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.moodle.config import MoodleSettings
+from pipelines.moodle.errors import MoodleConfigError
+
+from .conftest import Warehouse
+
+
+@pytest.mark.parametrize(
+    "base_url, setting_hint",
+    [
+        ("", "SOURCES__MOODLE__BASE_URL is empty"),
+        (None, "SOURCES__MOODLE__BASE_URL is empty"),
+        ("moodle.example.org", "must start with https://"),
+        ("https://moodle.example.org/webservice/rest/server.php", "give the site root instead (https://moodle.example.org)"),
+        ("https://school.org/moodle/login/token.php", "(https://school.org/moodle)"),
+        ("http://moodle.example.org", "SOURCES__MOODLE__ALLOW_INSECURE_HTTP"),
+        ("https://moodle.example.org/?lang=fr", "without '?'"),
+    ],
+)
+def test_bad_base_url(base_url: str, setting_hint: str) -> None:
+    with pytest.raises(MoodleConfigError) as caught:
+        MoodleSettings.build(base_url, token="t0ken")
+    assert setting_hint in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_site_root_is_normalised() -> None:
+    assert MoodleSettings.build("https://school.org/moodle/", token="x").base_url == "https://school.org/moodle"
+
+
+def test_missing_credentials_name_both_ways() -> None:
+    with pytest.raises(MoodleConfigError) as caught:
+        MoodleSettings.build("https://moodle.example.org", token="  ")
+    assert "SOURCES__MOODLE__TOKEN" in str(caught.value) and "SOURCES__MOODLE__USERNAME" in str(caught.value)
+
+
+def test_oversized_user_batch_is_refused() -> None:
+    with pytest.raises(MoodleConfigError, match="max_input_vars"):
+        MoodleSettings.build("https://moodle.example.org", token="x", user_batch_size=5000)
+
+
+def test_course_ids_accept_a_comma_list_from_env() -> None:
+    assert MoodleSettings.build("https://m.example.org", token="x", course_ids="12, 15,12").course_ids == (12, 15)
+    with pytest.raises(MoodleConfigError, match="COURSE_IDS"):
+        MoodleSettings.build("https://m.example.org", token="x", course_ids=["twelve"])
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    config = MoodleSettings.build("https://m.example.org", token="s3cret-token", username="u", password="pa55word")
+    assert "s3cret-token" not in repr(config) and "pa55word" not in repr(config)
+
+
+def test_unknown_course_id_is_reported_by_name(warehouse: Warehouse) -> None:
+    with pytest.raises(MoodleConfigError) as caught:
+        warehouse.extract(course_ids=[2, 99999])
+    assert "99999" in str(caught.value) and "SOURCES__MOODLE__COURSE_IDS" in str(caught.value)
+    assert warehouse.tables() == []
+
+
+def test_settings_come_from_dlt_env_vars(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented env vars configure the source without code."""
+    from pipelines.moodle_pipeline import run_extract
+
+    monkeypatch.setenv("SOURCES__MOODLE__BASE_URL", warehouse.moodle.base_url)
+    monkeypatch.setenv("SOURCES__MOODLE__TOKEN", warehouse.moodle.token)
+    monkeypatch.setenv("SOURCES__MOODLE__ALLOW_INSECURE_HTTP", "true")
+    monkeypatch.setenv("SOURCES__MOODLE__COURSE_IDS", "[3]")
+    report = run_extract(warehouse.path)
+    assert report.table_rows["courses"] == 1
