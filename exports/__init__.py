@@ -1,0 +1,1 @@
+"""Reverse-ETL to CommCare: comes with a later issue."""

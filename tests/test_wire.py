@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +98,26 @@ def test_encoding_round_trips_through_a_php_style_parser(params) -> None:  # typ
 
     wire = urlencode(encode_params(params))
     assert parse_php_params(parse_qsl(wire, keep_blank_values=True)) == _as_strings(params)
+
+
+def test_warnings_are_logged_and_data_kept(moodle: MoodleEmulator, caplog) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.moodle.client import MoodleClient
+    from pipelines.moodle.config import MoodleSettings
+
+    config = MoodleSettings.build(moodle.base_url, token=moodle.token, allow_insecure_http=True)
+    with caplog.at_level("WARNING", logger="moodle_commcare.moodle"):
+        answer = MoodleClient(config).call("mod_assign_get_assignments", {"courseids": [2, 99999]})
+    assert [c["id"] for c in answer["courses"]] == [2]
+    assert any("99999" in r.getMessage() and "mod_assign_get_assignments" in r.getMessage() for r in caplog.records)
+
+
+def test_token_never_reaches_logs(warehouse: Warehouse, caplog) -> None:  # type: ignore[no-untyped-def]
+    warehouse.moodle.inject("http500", function="core_course_get_courses", times=1)
+    warehouse.moodle.inject("invalidtoken", function="core_course_get_contents", times=1)
+    from pipelines.moodle.errors import MoodleInvalidTokenError
+
+    with caplog.at_level("DEBUG"), pytest.raises(MoodleInvalidTokenError) as caught:
+        warehouse.extract()
+    assert warehouse.moodle.token not in str(caught.value)
+    assert caplog.records, "the run logged something"
+    assert all(warehouse.moodle.token not in r.getMessage() for r in caplog.records)
