@@ -131,3 +131,14 @@ def test_watermark_keeps_ties_at_the_boundary() -> None:
     assert not restored.is_after(100, "u1")
     assert restored.is_after(100, "u4"), "another user seen at the same second is new"
     assert restored.is_after(101, "u1") and not restored.is_after(99, "u9")
+
+
+def test_course_added_to_the_selection_is_fetched_in_full(warehouse: Warehouse) -> None:
+    courses = sorted(warehouse.moodle.school.courses)
+    warehouse.extract(course_ids=courses[:2])
+    report = warehouse.extract()
+    assert report.stats.requests["gradereport_user_get_grade_items"] == len(courses) - 2
+    assert report.stats.requests["core_course_get_contents"] == len(courses) - 2
+    got = {r[0] for r in warehouse.rows("select distinct course_id from activity_completion")}
+    assert got == {c for c in courses if warehouse.moodle.school.courses[c].enablecompletion
+                   and warehouse.moodle.school.students_of(c, only_active=True)}

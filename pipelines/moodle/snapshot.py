@@ -26,6 +26,7 @@ from .params import options_list
 logger = logging.getLogger("moodle_commcare.moodle")
 
 WATERMARK_KEY = "activity_watermark"
+KNOWN_COURSES_KEY = "known_courses"
 
 
 @dataclass
@@ -73,6 +74,8 @@ class MoodleSnapshot:
         self.state = state
         self.extracted_at = datetime.now(timezone.utc)
         self.previous: Optional[Watermark] = None if config.full_refresh else Watermark.from_state(state.get(WATERMARK_KEY))
+        # courses whose detail an earlier run fetched; a course added to the selection since is fetched in full
+        self.known_courses: Set[int] = set(state.get(KNOWN_COURSES_KEY) or ()) if self.previous else set()
         self._lock = threading.RLock()
         self._site_info: Optional[dict] = None
         self._categories: Optional[List[dict]] = None
@@ -192,9 +195,14 @@ class MoodleSnapshot:
                 mark.observe(e.lastcourseaccess, f"c{e.course_id}u{e.user_id}")
                 mark.observe(e.lastaccess, f"u{e.user_id}")
         self.state[WATERMARK_KEY] = mark.to_state()
+        self.state[KNOWN_COURSES_KEY] = sorted(self.known_courses | set(self._enrolments))  # type: ignore[arg-type]
 
     def pair_changed(self, e: Enrolment) -> bool:
-        return self.previous is None or self.previous.is_after(e.lastcourseaccess, f"c{e.course_id}u{e.user_id}")
+        return (
+            self.previous is None
+            or e.course_id not in self.known_courses
+            or self.previous.is_after(e.lastcourseaccess, f"c{e.course_id}u{e.user_id}")
+        )
 
     def user_changed(self, e: Enrolment) -> bool:
         return self.previous is None or self.previous.is_after(e.lastaccess, f"u{e.user_id}")
@@ -206,7 +214,7 @@ class MoodleSnapshot:
     def changed_courses(self) -> List[dict]:
         """Courses someone (student or teacher) entered since the last run: grades and contents may differ."""
         by_id = self.enrolments()
-        return [c for c in self.courses() if self.previous is None or any(self.pair_changed(e) for e in by_id[c["id"]])]
+        return [c for c in self.courses() if c["id"] not in self.known_courses or any(self.pair_changed(e) for e in by_id[c["id"]])]
 
     def changed_students(self) -> List[int]:
         """Students with an active enrolment whose site or course access moved since the last run."""
