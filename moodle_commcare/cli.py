@@ -23,6 +23,9 @@ def _progress(status):  # type: ignore[no-untyped-def]
     return update
 
 
+DEMO_DEFAULT_OWNER = "demo-coaches"
+
+
 def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-untyped-def]
     from .report import print_extract
 
@@ -54,18 +57,53 @@ def extract(
     _extract(duckdb, **options)
 
 
+def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: bool = False) -> None:
+    from .report import print_cases
+    from .transform import TransformError, case_summary, run_transform
+
+    try:
+        report = run_transform(duckdb, dbt_vars=dbt_vars, quiet=quiet)
+    except TransformError as exc:
+        err.print(f"[bold red]Transform failed:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1)
+    print_cases(console, report, case_summary(duckdb))
+
+
+@app.command()
+def transform(
+    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+    var: Optional[List[str]] = typer.Option(None, "--var", help="dbt var as NAME=VALUE, e.g. commcare_default_owner_id=abc123 (repeatable)."),
+) -> None:
+    """Build the CommCare case tables with dbt (seeds, models, unit and data tests)."""
+    dbt_vars = {}
+    for item in var or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"[bold red]--var {item!r}:[/] write it as NAME=VALUE")
+            raise typer.Exit(2)
+        dbt_vars[name.strip()] = value
+    _transform(duckdb, dbt_vars)
+
+
 @app.command()
 def demo(
     duckdb: Path = typer.Option(Path("moodle.duckdb"), help="DuckDB file to load into."),
     students: int = typer.Option(150, help="Students in the generated demo school."),
     courses: int = typer.Option(12, help="Courses in the generated demo school."),
 ) -> None:
-    """Start the bundled Moodle emulator with a demo school and extract it into DuckDB."""
+    """Extract a demo school from the bundled Moodle emulator into DuckDB, then build the CommCare case tables."""
+    import time
+
     from emulators.moodle import MoodleEmulator, SchoolSpec
 
-    with MoodleEmulator(spec=SchoolSpec(students=students, courses=courses)) as moodle:
+    # the school's access times lie in the days before now, so engagement reads as it would today
+    spec = SchoolSpec(students=students, courses=courses, now=int(time.time()))
+    with MoodleEmulator(spec=spec) as moodle:
+        console.rule("1. Extract: Moodle emulator → DuckDB")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
         _extract(duckdb, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
+    console.rule("2. Transform: dbt → CommCare case tables")
+    _transform(duckdb, {"commcare_default_owner_id": DEMO_DEFAULT_OWNER}, quiet=True)
 
 
 @app.command()

@@ -7,6 +7,8 @@ from rich.table import Table
 
 from pipelines.moodle_pipeline import ExtractReport
 
+from .transform import TransformReport
+
 
 def extract_tables(report: ExtractReport) -> list[Table]:
     rows = Table(title="Tables in DuckDB", title_justify="left")
@@ -31,3 +33,19 @@ def print_extract(console: Console, report: ExtractReport) -> None:
     for table in extract_tables(report):
         console.print(table)
     console.print(f"Loaded into [bold]{report.duckdb}[/] (dataset moodle_raw) in {report.seconds:.1f}s.")
+
+
+def print_cases(console: Console, report: TransformReport, summary: list[dict]) -> None:
+    built = Table(title="dbt build", title_justify="left")
+    for column in ("models", "seeds", "unit tests", "data tests"):
+        built.add_column(column, justify="right")
+    built.add_row(*(f"{report.count(kind)}" for kind in ("model", "seed", "unit_test", "test")))
+    console.print(built)
+    cases = Table(title="CommCare cases (schema commcare)", title_justify="left")
+    cases.add_column("case type")
+    cases.add_column("engagement")
+    cases.add_column("open", justify="right")
+    cases.add_column("to close", justify="right")
+    for row in summary:
+        cases.add_row(row["case_type"], row["engagement_status"], f"{row['open']:,}", f"{row['to_close']:,}")
+    console.print(cases)

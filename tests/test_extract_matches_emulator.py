@@ -39,7 +39,7 @@ def test_every_resource_becomes_a_table(loaded: Warehouse) -> None:
 
 def test_site_info(loaded: Warehouse) -> None:
     [(siteurl, release, version, functions)] = loaded.rows("select siteurl, release, version, functions from site_info")
-    assert siteurl == loaded.moodle.base_url
+    assert siteurl == loaded.moodle.api.base_url
     assert (release, version) == (school(loaded).release, str(school(loaded).version))
     assert "core_user_get_users_by_field" in json.loads(functions)
 

@@ -95,7 +95,8 @@ class MoodleAPI:
         }
         self.service_functions = set(self.functions)
         self.token_userid = 2
-        self.base_url = "https://moodle.example.org"
+        # $CFG->wwwroot: what site info reports, whatever address the emulator listens on
+        self.base_url = "https://moodle.demo-academy.example"
 
     def call(self, function: str, params: Dict[str, Any]) -> Any:
         if function not in self.functions:

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-T0 = 1_790_000_000  # 2026-09-21T12:53:20Z: every generated time is at or before it
+T0 = 1_790_000_000  # 2026-09-21T14:13:20Z: the default "now" of a generated school
 DAY = 86_400
 
 FIRST_NAMES = [
@@ -28,15 +28,15 @@ LAST_NAMES = [
 ]
 COUNTRIES = [("KE", "Nairobi"), ("KE", "Kisumu"), ("UG", "Kampala"), ("TZ", "Arusha"), ("NG", "Lagos"),
              ("IN", "Pune"), ("ZA", "Durban"), ("GB", "Leeds"), ("US", "Denver"), ("", "")]
-PHONE_SHAPES = {
-    "KE": ["07{a}{b} {c}", "+254 7{a}{b}{c}", "254-7{a}-{b}-{c}", "(07{a}) {b}{c}"],
+PHONE_SHAPES = {  # how people type them: national, international, with and without separators
+    "KE": ["07{a} {b} {c}", "+254 7{a} {b}{c}", "254-7{a}-{b}-{c}", "(07{a}) {b}{c}"],
     "UG": ["07{a}{b}{c}", "+256 7{a} {b} {c}"],
     "TZ": ["06{a} {b} {c}", "+255 6{a}{b}{c}"],
     "NG": ["080{a}{b}{c}", "+234 80{a} {b} {c}"],
-    "IN": ["09{a}{b}{c}", "+91 9{a}{b} {c}"],
+    "IN": ["09{a}{d}{b} {c}", "+91 9{a}{d}{b}{c}"],
     "ZA": ["08{a} {b} {c}", "+27 8{a}{b}{c}"],
-    "GB": ["07{a} {b}{c}", "+44 7{a}{b}{c}"],
-    "US": ["(303) {b}-{c}", "303.{b}.{c}", "+1 303 {b} {c}"],
+    "GB": ["07{a} {b}{c}{d}", "+44 7{a}{b}{c}{d}"],
+    "US": ["(303) {b}-{c}{d}", "303.{b}.{c}{d}", "+1 303 {b} {c}{d}"],
     "": ["{a}{b}{c}"],
 }
 MODULE_NAMES = {"assign": "Assignment", "quiz": "Quiz", "page": "Reading", "resource": "Handout", "forum": "Forum",
@@ -61,6 +61,7 @@ class SchoolSpec:
     hidden_course_rate: float = 0.1
     no_phone_rate: float = 0.2
     never_accessed_rate: float = 0.08
+    now: int = T0  # the site's "now": generated access times lie in the days before it
 
 
 @dataclass(slots=True)
@@ -175,7 +176,7 @@ class School:
     def __init__(self, spec: Optional[SchoolSpec] = None) -> None:
         self.spec = spec or SchoolSpec()
         self.lock = threading.RLock()
-        self.clock = T0
+        self.clock = self.spec.now
         self.sitename = "Demo Academy (emulated)"
         self.release = "4.5.2 (Build: 20250210)"
         self.version = 2024100702
@@ -218,14 +219,15 @@ class School:
         h = self._h("g", item.id, user_id)
         if e is None or e.lastcourseaccess == 0 or h % 5 == 0:
             return None, None
-        return float(40 + h % 61), int(e.lastcourseaccess - (h % 20) * DAY // 2)
+        share = (40 + h % 61) / 100  # 40%..100% of the range
+        return round(item.grademin + share * (item.grademax - item.grademin), 2), int(e.lastcourseaccess - (h % 20) * DAY // 2)
 
     def course_total(self, course_id: int, user_id: int) -> Tuple[Optional[float], Optional[int]]:
         got = [(self.grade(i, user_id), i) for i in self.grade_items[course_id] if i.itemtype != "course"]
         graded = [(g, i) for (g, i) in got if g[0] is not None]
         if not graded:
             return None, None
-        pct = sum(g[0] / i.grademax for g, i in graded) / len(graded)
+        pct = sum((g[0] - i.grademin) / (i.grademax - i.grademin) for g, i in graded) / len(graded)
         return round(pct * 100.0, 5), max(g[1] for g, _ in graded)
 
     def completion(self, module: Module, user_id: int) -> Tuple[int, int]:
@@ -323,7 +325,7 @@ class School:
                     "Physics", "Agriculture", "Art & Design", "Computer Studies"]
         for n in range(self.spec.courses):
             cid = n + 2  # id 1 is the site course
-            start = T0 - rng.randint(20, 120) * DAY
+            start = self.spec.now - rng.randint(20, 120) * DAY
             self.courses[cid] = Course(
                 id=cid, shortname=f"{subjects[n % len(subjects)][:4].upper()}-{cid}",
                 fullname=f"{subjects[n % len(subjects)]} {100 + n // len(subjects)} — Form {1 + n % 4}",
@@ -337,12 +339,12 @@ class School:
 
     def _phone(self, rng: random.Random, country: str) -> str:
         shape = rng.choice(PHONE_SHAPES[country])
-        return shape.format(a=rng.randint(10, 99), b=rng.randint(100, 999), c=rng.randint(1000, 9999))
+        return shape.format(a=rng.randint(10, 99), b=rng.randint(100, 999), c=rng.randint(100, 999), d=rng.randint(0, 9))
 
     def _generate_people(self, rng: random.Random) -> None:
         spec = self.spec
         self.users[2] = User(id=2, username="admin", firstname="Site", lastname="Admin", email="admin@example.org",
-                             lastaccess=T0)
+                             lastaccess=self.spec.now)
         next_id = 3
         for _ in range(spec.courses):
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
@@ -350,7 +352,7 @@ class School:
                 id=next_id, username=f"teacher{next_id}", firstname=first, lastname=last,
                 email=f"teacher{next_id}@school.example.org", phone1=self._phone(rng, "KE"), country="KE",
                 city="Nairobi", institution="Demo Academy", department="Teaching staff",
-                firstaccess=T0 - 300 * DAY, lastaccess=T0 - rng.randint(0, 5) * DAY,
+                firstaccess=self.spec.now - 300 * DAY, lastaccess=self.spec.now - rng.randint(0, 5) * DAY,
             )
             next_id += 1
         for n in range(spec.students):
@@ -366,8 +368,8 @@ class School:
                 address=f"{rng.randint(1, 400)} {rng.choice(['Moi Ave', 'Rue Cler', 'Ngong Rd', 'Main St'])}" if n % 3 else "",
                 city=city, country=country, idnumber=f"ST{uid:06d}" if n % 6 else "",
                 institution="Demo Academy" if n % 5 else "", department=f"Form {1 + n % 4}",
-                firstaccess=0 if never else T0 - rng.randint(30, 200) * DAY,
-                lastaccess=0 if never else T0 - rng.randint(0, 30) * DAY,
+                firstaccess=0 if never else self.spec.now - rng.randint(30, 200) * DAY,
+                lastaccess=0 if never else self.spec.now - rng.randint(0, 30) * DAY,
                 suspended=1 if n % 97 == 13 else 0,
                 customfields=[{"type": "text", "value": f"G{1 + n % 3}", "name": "Guardian group",
                                "shortname": "guardiangroup"}] if n % 2 else [],
@@ -378,7 +380,7 @@ class School:
         course_ids = sorted(self.courses)
         for i, cid in enumerate(course_ids):
             self.enrolments[cid] = {3 + i: Enrolment(role="editingteacher", active=True,
-                                                     lastcourseaccess=T0 - rng.randint(0, 5) * DAY)}
+                                                     lastcourseaccess=self.spec.now - rng.randint(0, 5) * DAY)}
         students = sorted(uid for uid in self.users if uid >= 3 + spec.courses)
         want = int(round(spec.enrolments_per_student * len(students)))
         # every student gets at least one course; the rest are spread, one student lands in many courses

@@ -104,7 +104,6 @@ class MoodleEmulator:
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
-        self.api.base_url = self.base_url
 
     # ------------------------------------------------------------------ lifecycle
     @property

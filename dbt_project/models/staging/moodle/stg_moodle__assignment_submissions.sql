@@ -1,0 +1,10 @@
+select
+    id as submission_id,
+    assignment_id,
+    userid as user_id,
+    status as submission_status,
+    {{ moodle_ts('timecreated') }} as created_at,
+    {{ moodle_ts('timemodified') }} as modified_at,
+    extracted_at
+from {{ source('moodle_raw', 'assignment_submissions') }}
+qualify row_number() over (partition by id order by extracted_at desc) = 1

@@ -1,0 +1,12 @@
+select
+    id as category_id,
+    name as category_name,
+    nullif(idnumber, '') as category_idnumber,
+    nullif(parent, 0) as parent_category_id,
+    path as category_path,
+    depth as category_depth,
+    visible = 1 as is_visible,
+    {{ moodle_ts('timemodified') }} as modified_at,
+    extracted_at
+from {{ source('moodle_raw', 'course_categories') }}
+qualify row_number() over (partition by id order by extracted_at desc) = 1

@@ -1,0 +1,13 @@
+select
+    id as course_module_id,
+    course_id,
+    section_id,
+    position as position_in_section,
+    modname as module_type,
+    name as module_name,
+    url as module_url,
+    visible = 1 as is_visible,
+    completion as completion_tracking,
+    extracted_at
+from {{ source('moodle_raw', 'course_modules') }}
+qualify row_number() over (partition by id order by extracted_at desc) = 1

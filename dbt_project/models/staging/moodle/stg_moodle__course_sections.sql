@@ -1,0 +1,9 @@
+select
+    id as section_id,
+    course_id,
+    section as section_number,
+    coalesce(nullif(name, ''), 'Section ' || section) as section_name,
+    visible = 1 as is_visible,
+    extracted_at
+from {{ source('moodle_raw', 'course_sections') }}
+qualify row_number() over (partition by id order by extracted_at desc) = 1

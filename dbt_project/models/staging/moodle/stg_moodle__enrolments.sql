@@ -1,0 +1,10 @@
+select
+    course_id,
+    user_id,
+    roles as role_shortnames,
+    is_student,
+    is_active,
+    {{ moodle_ts('lastcourseaccess') }} as last_course_access_at,
+    extracted_at as seen_at
+from {{ source('moodle_raw', 'enrolments') }}
+qualify row_number() over (partition by course_id, user_id order by extracted_at desc) = 1

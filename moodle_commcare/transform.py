@@ -1,0 +1,82 @@
+"""Run the dbt project (dbt-duckdb) against the warehouse the pipeline loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from pipelines.moodle_pipeline import duckdb_path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+
+
+class TransformError(Exception):
+    """dbt failed: a model did not build or a data test failed."""
+
+
+@dataclass
+class TransformReport:
+    duckdb: Path
+    results: List[Dict[str, Any]] = field(default_factory=list)
+
+    def count(self, resource_type: str, status: Optional[str] = None) -> int:
+        return sum(1 for r in self.results if r["type"] == resource_type and (status is None or r["status"] == status))
+
+
+def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
+            quiet: bool = True) -> Any:
+    """Invoke dbt in-process on our project with the warehouse path and vars; returns dbt's result."""
+    from dbt.cli.main import dbtRunner
+
+    path = duckdb_path(str(db) if db else None)
+    if not path.exists():
+        raise TransformError(f"{path} does not exist: run `moodle-commcare extract` first (or set MOODLE_COMMCARE_DUCKDB).")
+    os.environ["MOODLE_COMMCARE_DUCKDB"] = str(path)
+    full = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+    if quiet:
+        full.append("--quiet")
+    if dbt_vars:
+        full += ["--vars", json.dumps(dbt_vars)]
+    return dbtRunner().invoke(full)
+
+
+def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
+                  select: Optional[str] = None, quiet: bool = True) -> TransformReport:
+    """`dbt build`: seeds, models, unit and data tests. Raises TransformError listing what failed."""
+    args = ["build"] + (["--select", select] if select else [])
+    result = run_dbt(args, db, dbt_vars, quiet)
+    report = TransformReport(duckdb=duckdb_path(str(db) if db else None))
+    failures = []
+    for r in result.result or []:
+        node = r.node
+        status = str(r.status)
+        report.results.append({"name": node.name, "type": node.resource_type.value, "status": status,
+                               "message": r.message, "failures": getattr(r, "failures", None)})
+        if status in ("error", "fail"):
+            failures.append(f"{node.resource_type.value} {node.name}: {r.message}")
+    if result.exception is not None:
+        raise TransformError(f"dbt could not run: {result.exception}")
+    if failures or not result.success:
+        raise TransformError("dbt build failed:\n  " + "\n  ".join(failures or ["see dbt's output above"]))
+    return report
+
+
+def case_summary(db: Optional[Path | str] = None) -> List[Dict[str, Any]]:
+    """Cases per type and status, read from the marts: what the export will have to send."""
+    import duckdb
+
+    path = duckdb_path(str(db) if db else None)
+    # not read_only: dbt-duckdb may still hold this file open in-process, and DuckDB wants one configuration
+    with duckdb.connect(str(path)) as con:
+        rows = con.execute("""
+            select case_type, engagement_status, count(*) filter (where close is null), count(*) filter (where close = 'yes')
+            from (select case_type, engagement_status, close from commcare.commcare_student_cases
+                  union all select case_type, engagement_status, close from commcare.commcare_enrolment_cases)
+            group by all order by 1, 2""").fetchall()
+        unowned = con.execute("select case_type, count(*) from commcare.commcare_unowned_cases group by 1").fetchall()
+    out = [{"case_type": t, "engagement_status": s, "open": o, "to_close": c} for t, s, o, c in rows]
+    out += [{"case_type": t, "engagement_status": "(no owner: not exported)", "open": n, "to_close": 0} for t, n in unowned]
+    return out
