@@ -16,12 +16,15 @@ from typing import Any, Dict, Iterator, Optional
 
 import dlt
 from dlt.common.pipeline import LoadInfo
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.moodle import RequestStats, moodle_source
 from pipelines.moodle.errors import MoodleError
 
 DEFAULT_DUCKDB = "moodle.duckdb"
+# DuckDB takes up to 80% of RAM by default; capped, a large merge spills to disk instead.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
 DATASET = "moodle_raw"
 PIPELINE_NAME = "moodle"
 
@@ -43,9 +46,12 @@ class ExtractReport:
 
 def make_pipeline(db: Path, pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
     """One pipeline per DuckDB file; its working state lives beside the file so two warehouses never mix."""
+    credentials = DuckDbCredentials(str(db))
+    credentials.global_config = {
+        "memory_limit": os.environ.get("MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT)}
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
-        destination=dlt.destinations.duckdb(str(db)),
+        destination=dlt.destinations.duckdb(credentials),
         dataset_name=DATASET,
         pipelines_dir=str(pipelines_dir or db.parent / ".dlt_pipelines" / db.stem),
         progress=None,
@@ -80,7 +86,8 @@ def run_extract(
     with _ticker(stats, on_progress):
         try:
             source = moodle_source(request_stats=stats, **source_options)
-            info = pipeline.run(source)
+            # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
+            info = pipeline.run(source, loader_file_format="parquet")
         except PipelineStepFailed as exc:
             raise unwrap(exc) from None
     seconds = time.monotonic() - started
