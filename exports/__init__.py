@@ -1,1 +1,1 @@
-"""Reverse-ETL to CommCare: comes with a later issue."""
+"""Reverse-ETL steps: exports/commcare sends the case marts to CommCare."""

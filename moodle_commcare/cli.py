@@ -85,6 +85,55 @@ def transform(
     _transform(duckdb, dbt_vars)
 
 
+def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, **settings) -> None:  # type: ignore[no-untyped-def]
+    from exports.commcare import CommCareError, CommCareSettings, run_export
+    from pipelines.moodle_pipeline import duckdb_path
+
+    from .report import print_export
+
+    try:
+        config = CommCareSettings.from_dlt(**settings)
+        with console.status("Exporting to CommCare…") as status:
+            report = run_export(duckdb_path(str(duckdb) if duckdb else None), config, upload=upload,
+                                dry_run=dry_run, full=full, on_progress=lambda msg: status.update(msg))
+    except CommCareError as exc:
+        err.print(f"[bold red]CommCare export failed:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1)
+    print_export(console, report)
+    if any(t.failed for t in report.types):
+        raise typer.Exit(3)
+
+
+@app.command()
+def export(
+    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+    upload: bool = typer.Option(False, "--upload", help="Upload to CommCare's bulk case import ([commcare] settings)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be sent; write and send nothing."),
+    full: bool = typer.Option(False, "--full", help="Send every case again, changed or not."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the workbooks (default exports/out)."),
+) -> None:
+    """Write changed cases as bulk-import workbooks (always) and upload them (--upload)."""
+    _export(duckdb, upload, dry_run, full, out_dir=out)
+
+
+@app.command()
+def status(
+    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+) -> None:
+    """The last extract, transform and export, with their counts."""
+    from pipelines.moodle_pipeline import duckdb_path
+
+    from . import runlog
+    from .report import print_status
+
+    path = duckdb_path(str(duckdb) if duckdb else None)
+    runs = runlog.latest(path)
+    if not runs:
+        console.print(f"Nothing has run against {path} yet: start with `moodle-commcare extract`.")
+        return
+    print_status(console, path, runs)
+
+
 @app.command()
 def demo(
     duckdb: Path = typer.Option(Path("moodle.duckdb"), help="DuckDB file to load into."),
@@ -97,13 +146,20 @@ def demo(
     from emulators.moodle import MoodleEmulator, SchoolSpec
 
     # the school's access times lie in the days before now, so engagement reads as it would today
+    from emulators.commcare import CommCareEmulator
+
     spec = SchoolSpec(students=students, courses=courses, now=int(time.time()))
-    with MoodleEmulator(spec=spec) as moodle:
+    owners = {DEMO_DEFAULT_OWNER, "demo-location-science", "demo-group-biology"}
+    with MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=owners) as hq:
         console.rule("1. Extract: Moodle emulator → DuckDB")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
         _extract(duckdb, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
-    console.rule("2. Transform: dbt → CommCare case tables")
-    _transform(duckdb, {"commcare_default_owner_id": DEMO_DEFAULT_OWNER}, quiet=True)
+        console.rule("2. Transform: dbt → CommCare case tables")
+        _transform(duckdb, {"commcare_default_owner_id": DEMO_DEFAULT_OWNER}, quiet=True)
+        console.rule("3. Export: changed cases → CommCare emulator's bulk case import")
+        console.print(f"CommCare emulator (project {hq.domain}) at {hq.base_url}")
+        _export(duckdb, upload=True, dry_run=False, full=False, base_url=hq.base_url, project=hq.domain,
+                username=hq.username, api_key=hq.api_key, allow_insecure_http=True, poll_interval=0.2)
 
 
 @app.command()

@@ -49,3 +49,60 @@ def print_cases(console: Console, report: TransformReport, summary: list[dict]) 
     for row in summary:
         cases.add_row(row["case_type"], row["engagement_status"], f"{row['open']:,}", f"{row['to_close']:,}")
     console.print(cases)
+
+
+def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title="CommCare export" + (" (dry run: nothing written or sent)" if report.dry_run else
+                                             "" if report.uploaded else " (files only: upload with --upload)"),
+                  title_justify="left")
+    table.add_column("case type")
+    if report.dry_run or not report.uploaded:
+        for column in ("to create", "to update", "to close", "unchanged", "skipped (closed, never sent)"):
+            table.add_column(column, justify="right")
+        for t in report.types:
+            p = t.planned
+            table.add_row(t.case_type, *(f"{p.get(k, 0):,}" for k in ("create", "update", "close", "unchanged", "skip_closed")))
+    else:
+        for column in ("created", "updated", "closed", "failed (stay pending)", "unchanged", "not sent (closed, never created)"):
+            table.add_column(column, justify="right")
+        for t in report.types:
+            table.add_row(t.case_type, f"{t.created:,}", f"{t.updated:,}", f"{t.closed:,}", f"{t.failed:,}",
+                          f"{t.planned.get('unchanged', 0):,}", f"{t.planned.get('skip_closed', 0):,}")
+    console.print(table)
+    for t in report.types:
+        for example in t.examples:
+            console.print(f"  e.g. {t.case_type}: {example}")
+        for ext, error in list(t.errors.items())[:10]:
+            console.print(f"  [red]rejected[/] {t.case_type} {ext}: {error}")
+    files = [f for t in report.types for f in t.files]
+    if files:
+        console.print(f"Wrote {len(files)} workbook(s) to [bold]{report.out_dir}[/]:")
+        for f in files:
+            console.print(f"  {f}")
+    elif not report.dry_run:
+        console.print("Nothing changed: no workbook written.")
+
+
+def print_status(console: Console, path, runs: list) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=f"Last runs against {path}", title_justify="left")
+    for column in ("stage", "status", "finished (UTC)", "what it did"):
+        table.add_column(column)
+    for run in runs:
+        summary = run["summary"]
+        if run["stage"] == "extract":
+            what = (f"{sum((summary.get('rows_loaded') or {}).values()):,} rows loaded, "
+                    f"{summary.get('requests', 0):,} requests") if "error" not in summary else summary["error"]
+        elif run["stage"] == "transform":
+            what = (f"{summary.get('commcare_student_cases', '?')} student cases, "
+                    f"{summary.get('commcare_enrolment_cases', '?')} enrolment cases, "
+                    f"{summary.get('commcare_unowned_cases', '?')} without owner")
+        else:
+            parts = []
+            for case_type in ("student", "course_enrolment"):
+                s = summary.get(case_type)
+                if s:
+                    parts.append(f"{case_type}: {s['created']} created, {s['updated']} updated, "
+                                 f"{s['closed']} closed, {s['failed']} failed")
+            what = "; ".join(parts) + ("" if summary.get("uploaded") else " (files only)")
+        table.add_row(run["stage"], run["status"], f"{run['finished_at']:%Y-%m-%d %H:%M:%S}", what)
+    console.print(table)

@@ -46,6 +46,9 @@ def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional
 def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
                   select: Optional[str] = None, quiet: bool = True) -> TransformReport:
     """`dbt build`: seeds, models, unit and data tests. Raises TransformError listing what failed."""
+    from . import runlog
+
+    began = runlog.utcnow()
     args = ["build"] + (["--select", select] if select else [])
     result = run_dbt(args, db, dbt_vars, quiet)
     report = TransformReport(duckdb=duckdb_path(str(db) if db else None))
@@ -57,10 +60,17 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
                                "message": r.message, "failures": getattr(r, "failures", None)})
         if status in ("error", "fail"):
             failures.append(f"{node.resource_type.value} {node.name}: {r.message}")
+    summary = {kind: report.count(kind) for kind in ("model", "seed", "unit_test", "test")}
+    if result.exception is not None or failures or not result.success:
+        runlog.record(report.duckdb, "transform", "failed", began, {**summary, "failures": failures[:20]})
     if result.exception is not None:
         raise TransformError(f"dbt could not run: {result.exception}")
     if failures or not result.success:
         raise TransformError("dbt build failed:\n  " + "\n  ".join(failures or ["see dbt's output above"]))
+    with __import__("duckdb").connect(str(report.duckdb)) as con:
+        for table in ("commcare_student_cases", "commcare_enrolment_cases", "commcare_unowned_cases"):
+            summary[table] = con.execute(f"select count(*) from commcare.{table}").fetchone()[0]
+    runlog.record(report.duckdb, "transform", "ok", began, summary)
     return report
 
 

@@ -19,6 +19,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from moodle_commcare import runlog
 from pipelines.moodle import RequestStats, moodle_source
 from pipelines.moodle.errors import MoodleError
 
@@ -83,19 +84,33 @@ def run_extract(
     stats = RequestStats()
     pipeline = make_pipeline(path, pipelines_dir)
     started = time.monotonic()
+    began = runlog.utcnow()
     with _ticker(stats, on_progress):
         try:
             source = moodle_source(request_stats=stats, **source_options)
             # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
             info = pipeline.run(source, loader_file_format="parquet")
         except PipelineStepFailed as exc:
-            raise unwrap(exc) from None
+            error = unwrap(exc)
+            _log_failure(path, began, error, stats)
+            raise error from None
+        except MoodleError as exc:
+            _log_failure(path, began, exc, stats)
+            raise
     seconds = time.monotonic() - started
     trace = pipeline.last_trace
     rows = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
     rows.pop("_dlt_pipeline_state", None)
-    return ExtractReport(duckdb=path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
-                         seconds=seconds, load_info=info)
+    report = ExtractReport(duckdb=path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
+                           seconds=seconds, load_info=info)
+    runlog.record(path, "extract", "ok", began, {"rows_loaded": rows, "requests": stats.total_requests,
+                                                 "retries": stats.retries, "seconds": round(seconds, 1)})
+    return report
+
+
+def _log_failure(path: Path, began: Any, error: BaseException, stats: RequestStats) -> None:
+    if path.exists():  # a first run that failed leaves no file behind
+        runlog.record(path, "extract", "failed", began, {"error": str(error), "requests": stats.total_requests})
 
 
 def table_row_counts(pipeline: dlt.Pipeline) -> Dict[str, int]:

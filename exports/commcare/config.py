@@ -1,0 +1,65 @@
+"""Typed settings of the CommCare export, from dlt's config and secrets ([commcare] / COMMCARE__*)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from .errors import CommCareConfigError
+
+DEFAULT_CHUNK_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class CommCareSettings:
+    base_url: str = "https://www.commcarehq.org"
+    project: str = ""
+    username: str = ""
+    api_key: str = field(default="", repr=False)
+    out_dir: Path = Path("exports/out")
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    poll_interval: float = 2.0
+    poll_timeout: float = 1800.0
+    request_timeout: float = 120.0
+    max_attempts: int = 5
+    backoff_factor: float = 1.0
+    max_retry_delay: float = 120.0
+    allow_insecure_http: bool = False
+
+    @classmethod
+    def from_dlt(cls, **overrides: Any) -> "CommCareSettings":
+        """Read [commcare] from .dlt/config.toml and .dlt/secrets.toml (or COMMCARE__* env vars)."""
+        import dlt
+
+        values: dict = {}
+        for name in cls.__dataclass_fields__:
+            try:
+                value = dlt.config.get(f"commcare.{name}") if name != "api_key" else dlt.secrets.get("commcare.api_key")
+            except Exception:  # noqa: BLE001 - an unreadable value counts as unset
+                value = None
+            if value is not None:
+                values[name] = value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "out_dir" in values:
+            values["out_dir"] = Path(values["out_dir"])
+        return cls(**values)
+
+    def require_upload(self) -> None:
+        """Uploading needs the project, the credentials and a safe URL; say which setting is missing."""
+        for name, env in (("project", "COMMCARE__PROJECT"), ("username", "COMMCARE__USERNAME"),
+                          ("api_key", "COMMCARE__API_KEY")):
+            if not str(getattr(self, name) or "").strip():
+                raise CommCareConfigError(f"{env} is not set: uploading to CommCare needs it (.dlt/secrets.toml [commcare] or the environment).")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise CommCareConfigError(f"COMMCARE__BASE_URL={self.base_url!r} is not a web address, e.g. https://www.commcarehq.org")
+        if parts.scheme == "http" and not self.allow_insecure_http:
+            raise CommCareConfigError(
+                "COMMCARE__BASE_URL uses plain http://, which would send the API key in clear text. Use https://, "
+                "or set COMMCARE__ALLOW_INSECURE_HTTP=true for a test server you trust.")
+
+    @property
+    def root(self) -> str:
+        return self.base_url.rstrip("/")

@@ -1,0 +1,25 @@
+"""Errors of the CommCare export, each saying what to do."""
+
+
+class CommCareError(Exception):
+    """Base of the export's deliberate errors."""
+
+
+class CommCareConfigError(CommCareError):
+    """A setting is missing or malformed; nothing was sent."""
+
+
+class CommCareAuthError(CommCareError):
+    """CommCare refused the credentials (401) or the permission (403): retrying cannot help."""
+
+
+class CommCareUploadRejected(CommCareError):
+    """CommCare refused the file before queueing it (HTTP 500 with a message)."""
+
+
+class CommCareJobFailed(CommCareError):
+    """The import job failed as a whole (state 3) or never finished."""
+
+
+class CommCareUnavailable(CommCareError):
+    """CommCare could not be reached or kept failing (5xx, 429) after retries."""

@@ -1,0 +1,50 @@
+"""One table, ops.run_log, that says when each stage last ran and what it did (`moodle-commcare status`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import duckdb
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def record(db: Path, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+           con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
+    """Append a run; never holds a secret (summaries are counts and paths)."""
+    own = con is None
+    con = con or duckdb.connect(str(db))
+    try:
+        con.execute("create schema if not exists ops")
+        con.execute("""create table if not exists ops.run_log (
+            stage varchar, status varchar, started_at timestamp, finished_at timestamp, summary json)""")
+        con.execute("insert into ops.run_log values (?, ?, ?, ?, ?)",
+                    [stage, status, started_at, _now(), json.dumps(summary, default=str)])
+    finally:
+        if own:
+            con.close()
+
+
+def latest(db: Path) -> List[Dict[str, Any]]:
+    """The last run of each stage."""
+    if not db.exists():
+        return []
+    with duckdb.connect(str(db)) as con:
+        exists = con.execute("select count(*) from information_schema.tables "
+                             "where table_schema = 'ops' and table_name = 'run_log'").fetchone()[0]
+        if not exists:
+            return []
+        rows = con.execute("""
+            select stage, status, started_at, finished_at, summary from ops.run_log
+            qualify row_number() over (partition by stage order by finished_at desc) = 1
+            order by case stage when 'extract' then 1 when 'transform' then 2 else 3 end""").fetchall()
+    return [{"stage": s, "status": st, "started_at": a, "finished_at": f, "summary": json.loads(j)}
+            for s, st, a, f, j in rows]
+
+
+utcnow = _now
