@@ -40,7 +40,21 @@ def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional
         full.append("--quiet")
     if dbt_vars:
         full += ["--vars", json.dumps(dbt_vars)]
-    return dbtRunner().invoke(full)
+    try:
+        return dbtRunner().invoke(full)
+    finally:
+        _release_duckdb()
+
+
+def _release_duckdb() -> None:
+    """dbt-duckdb keeps its DuckDB handle open for the life of the process; close it so the file is free
+    (checkpointed, unlocked) for analysts, other processes and the export step."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+            DuckDBConnectionManager._ENV = None
 
 
 def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
@@ -79,8 +93,7 @@ def case_summary(db: Optional[Path | str] = None) -> List[Dict[str, Any]]:
     import duckdb
 
     path = duckdb_path(str(db) if db else None)
-    # not read_only: dbt-duckdb may still hold this file open in-process, and DuckDB wants one configuration
-    with duckdb.connect(str(path)) as con:
+    with duckdb.connect(str(path), read_only=True) as con:
         rows = con.execute("""
             select case_type, engagement_status, count(*) filter (where close is null), count(*) filter (where close = 'yes')
             from (select case_type, engagement_status, close from commcare.commcare_student_cases

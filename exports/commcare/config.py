@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 from urllib.parse import urlsplit
 
 from .errors import CommCareConfigError
@@ -42,9 +42,8 @@ class CommCareSettings:
             if value is not None:
                 values[name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "out_dir" in values:
-            values["out_dir"] = Path(values["out_dir"])
-        return cls(**values)
+        return cls(**{name: _coerce(name, hints[name], value) for name, value in values.items()
+                      for hints in [get_type_hints(cls)]})
 
     def require_upload(self) -> None:
         """Uploading needs the project, the credentials and a safe URL; say which setting is missing."""
@@ -63,3 +62,17 @@ class CommCareSettings:
     @property
     def root(self) -> str:
         return self.base_url.rstrip("/")
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """Env vars and TOML arrive as text or other types; the setting's own type decides."""
+    try:
+        if kind is bool and isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if kind in (int, float):
+            return kind(value)
+        if kind is Path:
+            return Path(value)
+        return str(value) if kind is str else value
+    except (TypeError, ValueError):
+        raise CommCareConfigError(f"COMMCARE__{name.upper()}={value!r} is not a valid {kind.__name__}.") from None

@@ -164,7 +164,7 @@ def accept(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk: int, failed_
         insert or replace into {SCHEMA}.case_ledger
             (case_type, external_id, hashes, closed, accepted_at, upload_id, last_error, last_error_at)
         select '{table.case_type}', p.external_id, p._hashes,
-               coalesce(l.closed, false) or (p.close = 'yes' and p._action <> 'create'),
+               coalesce(l.closed, false) or coalesce(p.close = 'yes' and p._action <> 'create', false),
                cast(timezone('UTC', current_timestamp) as timestamp), ?, null, null
         from {name} as p
         left join {SCHEMA}.case_ledger as l on l.case_type = '{table.case_type}' and l.external_id = p.external_id

@@ -1,0 +1,274 @@
+"""The export brings the CommCare emulator in step with the marts, sends only changes and never loses a case."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import duckdb
+import pytest
+from openpyxl import load_workbook
+
+from emulators.commcare import CommCareEmulator
+from emulators.moodle import MoodleEmulator
+from exports.commcare import CommCareSettings, run_export
+from exports.commcare.errors import CommCareAuthError, CommCareJobFailed
+from exports.commcare.ledger import HEADER_RE
+from moodle_commcare.transform import run_transform
+
+from .conftest import SMALL, Warehouse
+from .test_marts import VARS
+
+OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse extracted and transformed once; each test works on its own copy."""
+    tmp = tmp_path_factory.mktemp("template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("DLT_DATA_DIR", str(tmp / "dlt_data"))
+        with MoodleEmulator(spec=SMALL) as moodle:
+            wh = Warehouse(moodle, tmp / "moodle.duckdb")
+            wh.extract()
+            run_transform(wh.path, VARS)
+    return tmp / "moodle.duckdb"
+
+
+@pytest.fixture
+def db(template: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "moodle.duckdb"
+    shutil.copy(template, copy)
+    return copy
+
+
+@pytest.fixture
+def hq() -> Iterator[CommCareEmulator]:
+    with CommCareEmulator(owners=set(OWNERS)) as emulator:
+        emulator.job_polls = 1
+        yield emulator
+
+
+def settings(hq: CommCareEmulator, tmp_path: Path, **extra: Any) -> CommCareSettings:
+    values: Dict[str, Any] = dict(base_url=hq.base_url, project=hq.domain, username=hq.username, api_key=hq.api_key,
+                                  allow_insecure_http=True, out_dir=tmp_path / "out", poll_interval=0.01,
+                                  backoff_factor=0.01, max_retry_delay=2.0, max_attempts=3)
+    values.update(extra)
+    return CommCareSettings(**values)
+
+
+def mart(db: Path, table: str) -> Dict[str, Dict[str, Any]]:
+    with duckdb.connect(str(db)) as con:
+        cur = con.execute(f"select * from commcare.{table}")
+        names = [d[0] for d in cur.description]
+        return {r[1]: dict(zip(names, r)) for r in cur.fetchall()}
+
+
+def as_text(value: Any) -> str:
+    """What a mart value must look like in CommCare: text, ISO dates, integers without .0."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return str(int(value)) if value == int(value) else str(round(value, 6))
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "hour") else value.strftime("%Y-%m-%d")
+    return str(value)
+
+
+def assert_store_matches_marts(hq: CommCareEmulator, db: Path) -> None:
+    for case_type, table in (("student", "commcare_student_cases"), ("course_enrolment", "commcare_enrolment_cases")):
+        store = hq.by_external_id(case_type)
+        rows = mart(db, table)
+        expected = {ext: r for ext, r in rows.items() if not (r["close"] == "yes" and ext not in store)}
+        assert set(store) == set(expected), case_type
+        for ext, row in expected.items():
+            case = store[ext]
+            assert case.name == row["name"] and case.owner_id == row["owner_id"]
+            special = {"case_type", "external_id", "name", "owner_id", "parent_external_id", "parent_type", "close"}
+            props = {k: as_text(v) for k, v in row.items() if k not in special}
+            assert case.properties == props, ext
+            if case_type == "course_enrolment":
+                parent = hq.cases[case.parent[1]]  # type: ignore[index]
+                assert (parent.external_id, parent.case_type) == (row["parent_external_id"], "student")
+
+
+def test_export_makes_commcare_equal_the_marts(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    report = run_export(db, settings(hq, tmp_path), upload=True)
+    assert_store_matches_marts(hq, db)
+    by_type = {t.case_type: t for t in report.types}
+    assert by_type["student"].created == len(hq.by_external_id("student"))
+    assert by_type["course_enrolment"].failed == 0
+    assert [u["case_type"] for u in hq.uploads] == ["student", "course_enrolment"], "parents first"
+
+
+def test_second_export_sends_nothing(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    run_export(db, settings(hq, tmp_path), upload=True)
+    uploads = hq.requests["upload"]
+    again = run_export(db, settings(hq, tmp_path), upload=True)
+    assert hq.requests["upload"] == uploads
+    assert all(t.to_send == 0 and not t.files for t in again.types)
+
+
+def test_full_resends_everything_without_duplicates(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    run_export(db, settings(hq, tmp_path), upload=True)
+    count = len(hq.cases)
+    again = run_export(db, settings(hq, tmp_path), upload=True, full=True)
+    assert sum(t.updated for t in again.types) == count
+    assert len(hq.cases) == count
+
+
+def test_dropping_a_column_resends_nothing(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    run_export(db, settings(hq, tmp_path), upload=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute("alter table commcare.commcare_student_cases drop column city")
+    again = run_export(db, settings(hq, tmp_path), upload=True, dry_run=True)
+    assert all(t.to_send == 0 for t in again.types)
+
+
+def test_dry_run_counts_and_touches_nothing(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    report = run_export(db, settings(hq, tmp_path), upload=True, dry_run=True)
+    students = mart(db, "commcare_student_cases")
+    planned = {t.case_type: t.planned for t in report.types}
+    assert planned["student"]["create"] == sum(1 for r in students.values() if r["close"] is None)
+    assert planned["student"].get("skip_closed", 0) == sum(1 for r in students.values() if r["close"] == "yes")
+    assert report.types[0].examples
+    assert hq.requests["upload"] == 0 and not (tmp_path / "out").exists()
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("select count(*) from commcare_export.case_ledger").fetchone()[0] == 0
+
+
+def test_workbooks_are_text_only_with_valid_headers(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    with duckdb.connect(str(db)) as con:  # what people type: formulas, leading zeros, numbers
+        con.execute("update commcare.commcare_student_cases set first_name = '=HYPERLINK(\"http://x\")', "
+                    "moodle_idnumber = '0042' where moodle_user_id = (select min(moodle_user_id) from commcare.commcare_student_cases)")
+    report = run_export(db, settings(hq, tmp_path), upload=False)
+    student_file = report.types[0].files[0]
+    book = load_workbook(student_file, read_only=False)
+    sheet = book.worksheets[0]
+    assert sheet.title == "cases"
+    headers = [c.value for c in sheet[1]]
+    assert headers[:3] == ["external_id", "name", "owner_id"] and headers[-1] == "close"
+    assert all(HEADER_RE.match(h) and h not in ("type", "closed", "parent_ref") for h in headers)
+    cells = [c for row in sheet.iter_rows(min_row=2) for c in row if c.value is not None]
+    assert cells and all(c.data_type == "s" and isinstance(c.value, str) for c in cells)
+    values = {c.value for c in cells}
+    assert '=HYPERLINK("http://x")' in values and "0042" in values
+    assert not any(v.endswith(".0") and v[:-2].isdigit() for v in values), "integers without .0"
+    enrolment_headers = [c.value for c in load_workbook(report.types[1].files[0]).worksheets[0][1]]
+    assert enrolment_headers[:5] == ["external_id", "name", "owner_id", "parent_external_id", "parent_type"]
+    assert hq.requests["upload"] == 0, "without --upload nothing is sent"
+
+
+def test_rejected_rows_stay_pending_and_go_through_once_fixed(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    hq.owners.discard("demo-group-biology")  # CommCare does not know this owner yet
+    first = run_export(db, settings(hq, tmp_path), upload=True)
+    students, enrolments = mart(db, "commcare_student_cases"), mart(db, "commcare_enrolment_cases")
+    bad_students = {e for e, r in students.items() if r["owner_id"] == "demo-group-biology" and r["close"] is None}
+    bad_enrolments = {e for e, r in enrolments.items() if r["close"] is None and (
+        r["owner_id"] == "demo-group-biology" or r["parent_external_id"] in bad_students)}
+    assert bad_students and set(first.types[0].errors) == bad_students
+    assert all(e.startswith("Invalid Owner") for e in first.types[0].errors.values())
+    assert first.types[1].failed == len(bad_enrolments) and set(first.types[1].errors) <= bad_enrolments
+    assert {e.split(" (")[0] for e in first.types[1].errors.values()} <= {"Invalid Owner", "Invalid Parent ID"}
+    with duckdb.connect(str(db)) as con:
+        pending = {r[0] for r in con.execute(
+            "select external_id from commcare_export.case_ledger where hashes is null and last_error is not null").fetchall()}
+    assert pending == bad_students | bad_enrolments
+    again = run_export(db, settings(hq, tmp_path), upload=True, dry_run=True)
+    assert (again.types[0].planned["create"], again.types[1].planned["create"]) == (len(bad_students), len(bad_enrolments))
+    hq.owners.add("demo-group-biology")
+    second = run_export(db, settings(hq, tmp_path), upload=True)
+    assert (second.types[0].created, second.types[1].created) == (len(bad_students), len(bad_enrolments))
+    assert second.types[0].failed == second.types[1].failed == 0
+    assert_store_matches_marts(hq, db)
+
+
+def test_failed_job_keeps_rows_pending(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    hq.fail_next_job = "Error: the file has expired"
+    report = run_export(db, settings(hq, tmp_path), upload=True)
+    assert report.types[0].failed == report.types[0].to_send > 0
+    again = run_export(db, settings(hq, tmp_path), upload=True)
+    assert again.types[0].created == report.types[0].to_send
+    assert_store_matches_marts(hq, db)
+
+
+def test_retries_429_and_5xx_then_succeeds(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    hq.upload_faults = [(429, 1), (502, None)]
+    hq.status_faults = [(429, None), (503, None)]
+    run_export(db, settings(hq, tmp_path), upload=True)
+    assert_store_matches_marts(hq, db)
+
+
+def test_bad_api_key_stops_at_once(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    with pytest.raises(CommCareAuthError) as caught:
+        run_export(db, settings(hq, tmp_path, api_key="wrong-key-123"), upload=True)
+    assert "COMMCARE__API_KEY" in str(caught.value) and "wrong-key-123" not in str(caught.value)
+    assert hq.requests["upload"] == 1, "401 is not retried"
+
+
+def test_job_that_never_finishes_leaves_cases_pending(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    hq.job_polls = 10_000
+    with pytest.raises(CommCareJobFailed, match="pending"):
+        run_export(db, settings(hq, tmp_path, poll_timeout=0.5), upload=True)
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("select count(*) from commcare_export.case_ledger where hashes is not null").fetchone()[0] == 0
+
+
+def test_crash_between_upload_and_ledger_write_loses_nothing(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    """The export process is killed after CommCare applied a job but before it heard back."""
+    env = {**os.environ, "COMMCARE__BASE_URL": hq.base_url, "COMMCARE__PROJECT": hq.domain,
+           "COMMCARE__USERNAME": hq.username, "COMMCARE__API_KEY": hq.api_key,
+           "COMMCARE__ALLOW_INSECURE_HTTP": "true", "COMMCARE__POLL_INTERVAL": "0.01",
+           "COMMCARE__OUT_DIR": str(tmp_path / "out")}
+    proc = subprocess.Popen([sys.executable, "-m", "moodle_commcare.cli", "export", "--upload", "--duckdb", str(db)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def crash(job: Any) -> None:
+        if job.case_type == "course_enrolment":
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    hq.before_success_status = crash
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+    applied = len(hq.by_external_id("course_enrolment"))
+    assert applied > 0, "CommCare applied the enrolment job before the crash"
+    with duckdb.connect(str(db)) as con:
+        known = con.execute("select case_type, count(*) from commcare_export.case_ledger "
+                            "where hashes is not null group by 1").fetchall()
+    assert dict(known).get("course_enrolment", 0) == 0, "the crash came before the ledger write"
+    hq.before_success_status = None
+    report = run_export(db, settings(hq, tmp_path), upload=True)
+    assert report.types[0].to_send == 0, "students were recorded before the crash"
+    assert report.types[1].updated == applied, "the enrolments are re-sent, as updates"
+    assert_store_matches_marts(hq, db)
+
+
+def test_grade_change_reaches_exactly_one_enrolment_case(tmp_path: Path, hq: CommCareEmulator) -> None:
+    with MoodleEmulator(spec=SMALL) as moodle:
+        wh = Warehouse(moodle, tmp_path / "m.duckdb")
+        wh.extract()
+        run_transform(wh.path, VARS)
+        run_export(wh.path, settings(hq, tmp_path), upload=True)
+        s = moodle.school
+        cid, uid = next((c, u) for c, u, e in s.all_enrolments()
+                        if e.role == "student" and e.active and s.grade_items[c] and not s.users[u].suspended)
+        item = next(i for i in s.grade_items[cid] if i.itemtype == "mod")
+        s.set_grade(cid, uid, item.id, 1.25)
+        wh.extract()
+        run_transform(wh.path, VARS)
+        report = run_export(wh.path, settings(hq, tmp_path), upload=True)
+        assert (report.types[0].to_send, report.types[1].to_send) == (0, 1)
+        assert report.types[1].updated == 1
+        case = hq.by_external_id("course_enrolment")[f"moodle-moodle-demo-academy-example-e-{cid}-{uid}"]
+        assert "1.25/" in case.properties["grade_summary"]
+        assert_store_matches_marts(hq, wh.path)
