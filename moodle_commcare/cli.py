@@ -23,9 +23,6 @@ def _progress(status):  # type: ignore[no-untyped-def]
     return update
 
 
-DEMO_DEFAULT_OWNER = "demo-coaches"
-
-
 def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-untyped-def]
     from .report import print_extract
 
@@ -149,13 +146,14 @@ def demo(
     from emulators.commcare import CommCareEmulator
 
     spec = SchoolSpec(students=students, courses=courses, now=int(time.time()))
-    owners = {DEMO_DEFAULT_OWNER, "demo-location-science", "demo-group-biology"}
-    with MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=owners) as hq:
+    from . import demo as demo_settings
+
+    with MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=demo_settings.OWNERS) as hq:
         console.rule("1. Extract: Moodle emulator → DuckDB")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
         _extract(duckdb, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
         console.rule("2. Transform: dbt → CommCare case tables")
-        _transform(duckdb, {"commcare_default_owner_id": DEMO_DEFAULT_OWNER}, quiet=True)
+        _transform(duckdb, demo_settings.dbt_vars(), quiet=True)
         console.rule("3. Export: changed cases → CommCare emulator's bulk case import")
         console.print(f"CommCare emulator (project {hq.domain}) at {hq.base_url}")
         _export(duckdb, upload=True, dry_run=False, full=False, base_url=hq.base_url, project=hq.domain,

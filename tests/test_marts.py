@@ -11,13 +11,14 @@ import pytest
 
 from emulators.moodle import MoodleEmulator
 from emulators.moodle.school import School
+from moodle_commcare.demo import OWNER_MAP
 from moodle_commcare.transform import run_dbt, run_transform
 
 from .conftest import SMALL, Warehouse
 
 AS_OF = datetime.fromtimestamp(SMALL.now, timezone.utc).replace(tzinfo=None)
 DEFAULT_OWNER = "owner-default"
-VARS = {"as_of": AS_OF.isoformat(sep=" "), "commcare_default_owner_id": DEFAULT_OWNER}
+VARS = {"as_of": AS_OF.isoformat(sep=" "), "commcare_default_owner_id": DEFAULT_OWNER, "commcare_owner_map": OWNER_MAP}
 SITE = "moodle-moodle-demo-academy-example"
 
 
@@ -182,7 +183,8 @@ def test_cases_without_owner_are_reported_not_exported(tmp_path) -> None:  # typ
     with MoodleEmulator(spec=SMALL) as moodle:
         wh = Warehouse(moodle, tmp_path / "m.duckdb")
         wh.extract()
-        run_transform(wh.path, {"as_of": VARS["as_of"]})  # no default owner: only the seed's mappings apply
+        # no default owner: only the mapped courses and categories have one
+        run_transform(wh.path, {"as_of": VARS["as_of"], "commcare_owner_map": OWNER_MAP})
         s = moodle.school
         unowned = cases(wh, "commcare_unowned_cases")
         enrolments = cases(wh, "commcare_enrolment_cases")

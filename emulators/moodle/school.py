@@ -299,6 +299,24 @@ class School:
             at = self.record_access(user_id, a.course_id)
             self.submission_overrides[(assignment_id, user_id)] = ("submitted", at)
 
+    def mutate(self, grades: int, profiles: int, seed: int = 1) -> Dict[str, List]:
+        """Change `grades` graded student grades and `profiles` student cities: what a week of school does."""
+        rng = random.Random(seed)
+        with self.lock:
+            pairs = sorted((cid, uid) for cid, uid, e in self.all_enrolments()
+                           if e.role == "student" and e.active and self.grade_items[cid])
+            changed_pairs = rng.sample(pairs, min(grades, len(pairs)))
+            for cid, uid in changed_pairs:
+                item = next(i for i in self.grade_items[cid] if i.itemtype == "mod")
+                current = self.grade(item, uid)[0]
+                self.set_grade(cid, uid, item.id, round((current or 0.0) + 1.5 if (current or 0) + 1.5 <= item.grademax
+                                                        else item.grademin + 0.5, 2))
+            students = sorted({uid for _, uid in pairs})
+            changed_users = rng.sample(students, min(profiles, len(students)))
+            for uid in changed_users:
+                self.update_user(uid, city=f"{self.users[uid].city or 'Town'} (moved)")
+        return {"grades": [list(p) for p in changed_pairs], "profiles": changed_users}
+
     # ------------------------------------------------------------------ generation
     def _generate(self) -> None:
         spec = self.spec

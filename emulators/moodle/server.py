@@ -88,8 +88,9 @@ class MoodleEmulator:
     """Start with `with MoodleEmulator() as moodle:`; `moodle.base_url` and `moodle.token` are what a client needs."""
 
     def __init__(self, school: Optional[School] = None, spec: Optional[SchoolSpec] = None, latency: float = 0.0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, admin: bool = False) -> None:
         self.school = school or School(spec)
+        self.admin = admin
         self.api = MoodleAPI(self.school)
         self.latency = latency
         self.tokens: Dict[str, str] = {DEMO_TOKEN: DEMO_SERVICE}
@@ -197,6 +198,8 @@ class MoodleEmulator:
                 flat = dict(pairs)
                 if emulator.latency:
                     time.sleep(emulator.latency)
+                if url.path.startswith("/_admin/") and emulator.admin:
+                    return self._admin(url.path, flat)
                 if url.path.endswith("/login/token.php"):
                     return self._token(flat)
                 if not url.path.endswith("/webservice/rest/server.php"):
@@ -243,6 +246,18 @@ class MoodleEmulator:
                     token = f"tok{len(emulator.tokens):04d}" + "f" * 28
                     emulator.tokens[token] = service
                 self._json({"token": token, "privatetoken": None})
+
+            def _admin(self, path: str, params: Dict[str, str]) -> None:
+                """Benchmark control when the emulator runs in its own process (never in a real Moodle)."""
+                if path == "/_admin/requests":
+                    return self._json(dict(emulator.requests))
+                if path == "/_admin/reset":
+                    emulator.reset_counts()
+                    return self._json({"ok": True})
+                if path == "/_admin/mutate":
+                    return self._json(emulator.school.mutate(int(params.get("grades", 0)), int(params.get("profiles", 0)),
+                                                             seed=int(params.get("seed", 1))))
+                self._send(404, b"{}")
 
             def _maintenance_page(self) -> None:
                 page = (b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body>"

@@ -13,7 +13,7 @@ with category_path as (
 by_category as (
     select cp.course_id, m.owner_id
     from category_path as cp
-    join {{ ref('commcare_owner_map') }} as m on m.scope = 'category' and m.moodle_id = cp.ancestor_id
+    join {{ ref('int_commcare__owner_map') }} as m on m.scope = 'category' and m.moodle_id = cp.ancestor_id
     qualify row_number() over (partition by cp.course_id order by cp.depth desc) = 1
 )
 
@@ -26,5 +26,5 @@ select
         {% if var('commcare_default_owner_id') %}else 'default'{% endif %}
     end as owner_source
 from {{ ref('stg_moodle__courses') }} as c
-left join {{ ref('commcare_owner_map') }} as by_course on by_course.scope = 'course' and by_course.moodle_id = c.course_id
+left join {{ ref('int_commcare__owner_map') }} as by_course on by_course.scope = 'course' and by_course.moodle_id = c.course_id
 left join by_category using (course_id)

@@ -1,0 +1,1 @@
+"""Benchmarks: `./run bench --size small|district`."""

@@ -1,0 +1,258 @@
+"""District-scale benchmark: requests, time and memory of every stage, against the naive call pattern.
+
+    ./run bench --size small            # a few minutes
+    ./run bench --size district         # 300 courses, 15,000 students, ~45,000 enrolments, 25 ms per call
+
+Both emulators run in their own processes, so the figures are the connector's alone. Prints a table and
+writes the figures as JSON (bench/results/<size>.json). A benchmark reports; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import duckdb
+import requests
+from rich.console import Console
+from rich.table import Table
+
+from emulators.moodle.school import T0
+from exports.commcare import CommCareSettings, run_export
+from moodle_commcare import demo
+from moodle_commcare.transform import run_transform
+from pipelines.moodle.params import encode_params
+from pipelines.moodle_pipeline import run_extract
+
+SIZES: Dict[str, Dict[str, Any]] = {
+    "small": dict(courses=30, students=1500, enrolments_per_student=3.0, grade_items=10, activities=12, assignments=4),
+    "district": dict(courses=300, students=15000, enrolments_per_student=3.0, grade_items=10, activities=12,
+                     assignments=4),
+}
+AS_OF = "2026-09-21 14:13:20"  # the generated school's "now" (T0), so engagement does not drift between runs
+console = Console()
+
+
+class PeakRSS:
+    """Samples this process's resident memory; `stage()` gives the peak within a block."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.05)
+
+    @contextmanager
+    def stage(self, into: Dict[str, Any]) -> Iterator[None]:
+        self.peak = self.now()
+        started = time.monotonic()
+        yield
+        into["seconds"] = round(time.monotonic() - started, 2)
+        into["peak_rss_mb"] = round(max(self.peak, self.now()) / 1e6, 1)
+
+
+@contextmanager
+def serve(module: str, *args: str) -> Iterator[Dict[str, Any]]:
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        yield json.loads(line)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def minimum_requests(db: Path, page_size: int, batch: int) -> Tuple[int, Dict[str, int]]:
+    """Fewest calls the Moodle API allows for the data loaded (what the issue calls the floor of requests)."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        q = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+        courses = q("select count(*) from moodle_raw.courses")
+        pages = q(f"select sum(ceil((enrolled_count + 1) / {page_size})) from moodle_raw.enrolment_snapshots")
+        active_pages = q(f"select sum(ceil((n + 1) / {page_size})) from (select course_id, count(*) n from "
+                         "moodle_raw.enrolments where is_active group by 1)")
+        users = q("select count(*) from moodle_raw.users")
+        students = q("select count(distinct user_id) from moodle_raw.enrolments where is_student and is_active")
+        pairs = q("select count(*) from moodle_raw.enrolments e join moodle_raw.courses c on c.id = e.course_id "
+                  "where e.is_student and e.is_active and c.enablecompletion = 1")
+        assignments = q("select count(*) from moodle_raw.assignments")
+    parts = {
+        "site, categories, courses": 3,
+        "enrolled users (all, then onlyactive)": int(pages + active_pages),
+        "profiles in batches": math.ceil(users / batch),
+        "grades: one per course": courses,
+        "contents: one per course": courses,
+        "engagement: one per active student": students,
+        "activity completion: one per active student and tracked course": pairs,
+        "assignments + submissions": math.ceil(courses / 50) + math.ceil(assignments / 50),
+    }
+    return sum(parts.values()), parts
+
+
+def naive_baseline(base_url: str, token: str, sample_courses: int) -> Dict[str, Any]:
+    """The typical hand-written job: courses, then per course the enrolled users, then one profile call per
+    user and one grade call per user and course, one request at a time. Run on `sample_courses` courses and
+    extrapolated to all of them."""
+    session = requests.Session()
+
+    def call(function: str, **params: Any) -> Any:
+        body = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json"), *encode_params(params)]
+        return session.post(f"{base_url}/webservice/rest/server.php", data=body, timeout=120).json()
+
+    started = time.monotonic()
+    count = 1
+    courses = [c for c in call("core_course_get_courses") if c["id"] != 1]
+    for course in courses[:sample_courses]:
+        users = call("core_enrol_get_enrolled_users", courseid=course["id"])
+        count += 1
+        for user in users:
+            call("core_user_get_users_by_field", field="id", values=[user["id"]])
+            call("gradereport_user_get_grade_items", courseid=course["id"], userid=user["id"])
+            count += 2
+    seconds = time.monotonic() - started
+    scale = len(courses) / max(1, min(sample_courses, len(courses)))
+    return {"sampled_courses": min(sample_courses, len(courses)), "courses": len(courses),
+            "requests_sampled": count, "seconds_sampled": round(seconds, 1),
+            "requests": round(1 + (count - 1) * scale), "seconds": round(seconds * scale, 1),
+            "extrapolated": scale > 1}
+
+
+def pipeline_run(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rss: PeakRSS, concurrency: int,
+                 out: Path) -> Dict[str, Any]:
+    """Extract, transform, export to files, upload; figures per stage."""
+    figures: Dict[str, Any] = {"extract": {}, "transform": {}, "export_files": {}, "upload": {}}
+    with rss.stage(figures["extract"]):
+        report = run_extract(db, base_url=moodle["base_url"], token=moodle["token"], allow_insecure_http=True,
+                             max_concurrency=concurrency)
+    figures["extract"].update(requests=report.stats.total_requests, by_function=dict(report.stats.requests),
+                              rows=sum(report.rows_loaded.values()))
+    with rss.stage(figures["transform"]):
+        run_transform(db, demo.dbt_vars(as_of=AS_OF))
+    settings = CommCareSettings(base_url=hq["base_url"], project=hq["project"], username=hq["username"],
+                                api_key=hq["api_key"], allow_insecure_http=True, out_dir=out, poll_interval=0.2)
+    with rss.stage(figures["export_files"]):
+        files = run_export(db, settings, upload=False)
+    figures["export_files"]["rows"] = sum(t.to_send for t in files.types)
+    with rss.stage(figures["upload"]):
+        sent = run_export(db, settings, upload=True)
+    figures["upload"].update(rows=sum(t.to_send for t in sent.types),
+                             created=sum(t.created for t in sent.types), updated=sum(t.updated for t in sent.types),
+                             failed=sum(t.failed for t in sent.types))
+    for stage in figures.values():
+        if stage.get("rows") and stage.get("seconds"):
+            stage["rows_per_second"] = round(stage["rows"] / stage["seconds"])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--latency", type=float, default=0.025, help="seconds added to every Moodle call")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--naive-courses", type=int, default=10, help="courses the naive baseline really runs")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    spec = SIZES[args.size]
+    out_json = args.out or Path("bench/results") / f"{args.size}.json"
+    rss = PeakRSS()
+    result: Dict[str, Any] = {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency}
+    moodle_args = [f"--{k.replace('_', '-')}={v}" for k, v in spec.items()] + [f"--latency={args.latency}", f"--now={T0}"]
+    with tempfile.TemporaryDirectory() as tmp, serve("emulators.moodle", *moodle_args) as moodle, \
+            serve("emulators.commcare", f"--owners={','.join(sorted(demo.OWNERS))}") as hq:
+        db = Path(tmp) / "bench.duckdb"
+        console.rule(f"Full run ({args.size}, {args.latency * 1000:g} ms per Moodle call, concurrency {args.concurrency})")
+        result["full"] = pipeline_run(db, moodle, hq, rss, args.concurrency, Path(tmp) / "out")
+        extract = result["full"]["extract"]
+        floor = extract["requests"] * args.latency / args.concurrency
+        minimum, parts = minimum_requests(db, 500, 200)
+        result["latency_floor"] = {"seconds": round(floor, 1), "ratio": round(extract["seconds"] / floor, 2) if floor else None}
+        result["minimum_requests"] = {"requests": minimum, "parts": parts, "ratio": round(extract["requests"] / minimum, 3)}
+
+        console.rule("Second run, nothing changed in Moodle")
+        result["no_change"] = pipeline_run(db, moodle, hq, rss, args.concurrency, Path(tmp) / "out")
+
+        console.rule("Second run after 1% of grades and 1% of profiles changed")
+        with duckdb.connect(str(db), read_only=True) as con:
+            pairs = con.execute("select count(*) from commcare.commcare_enrolment_cases").fetchone()[0]
+            students = con.execute("select count(*) from commcare.commcare_student_cases").fetchone()[0]
+        changed = requests.post(f"{moodle['base_url']}/_admin/mutate",
+                                data={"grades": max(1, pairs // 100), "profiles": max(1, students // 100)}).json()
+        result["one_percent"] = pipeline_run(db, moodle, hq, rss, args.concurrency, Path(tmp) / "out")
+        result["one_percent"]["changed_cases"] = len(changed["grades"]) + len(changed["profiles"])
+
+        console.rule(f"Naive baseline (sequential, {args.naive_courses} courses, extrapolated)")
+        result["naive"] = naive_baseline(moodle["base_url"], moodle["token"], args.naive_courses)
+    result["targets"] = targets(result)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=2))
+    show(result)
+    console.print(f"Figures written to {out_json}")
+
+
+def targets(r: Dict[str, Any]) -> List[Dict[str, Any]]:
+    full, nochange, one = r["full"], r["no_change"], r["one_percent"]
+    peak = max(stage["peak_rss_mb"] for run in (full, nochange, one) for stage in run.values() if isinstance(stage, dict))
+    return [
+        {"target": "extract requests within 10% of the API's minimum", "value": f"{r['minimum_requests']['ratio']:.3f}×",
+         "met": r["minimum_requests"]["ratio"] <= 1.10},
+        {"target": "≥10× fewer requests than the naive pattern",
+         "value": f"{r['naive']['requests'] / full['extract']['requests']:.1f}×",
+         "met": r["naive"]["requests"] >= 10 * full["extract"]["requests"]},
+        {"target": "extract wall time ≤ 1.5× the latency floor", "value": f"{r['latency_floor']['ratio']}×",
+         "met": (r["latency_floor"]["ratio"] or 99) <= 1.5},
+        {"target": "peak memory under 1 GB", "value": f"{peak:,.0f} MB", "met": peak < 1000},
+        {"target": "no-change run: < 10% of the full run's requests",
+         "value": f"{nochange['extract']['requests'] / full['extract']['requests']:.1%}",
+         "met": nochange["extract"]["requests"] < 0.1 * full["extract"]["requests"]},
+        {"target": "no-change run: < 10% of the full run's time",
+         "value": f"{sum(s['seconds'] for s in nochange.values()) / sum(s['seconds'] for s in full.values()):.1%}",
+         "met": sum(s["seconds"] for s in nochange.values()) < 0.1 * sum(s["seconds"] for s in full.values())},
+        {"target": "no-change run exports 0 rows", "value": str(nochange["upload"]["rows"]), "met": nochange["upload"]["rows"] == 0},
+        {"target": "1% change exports exactly the changed cases",
+         "value": f"{one['upload']['rows']} of {one['changed_cases']}", "met": one["upload"]["rows"] == one["changed_cases"]},
+    ]
+
+
+def show(r: Dict[str, Any]) -> None:
+    stages = Table(title=f"Benchmark: {r['size']} ({r['spec']['courses']} courses, {r['spec']['students']:,} students), "
+                         f"{r['latency'] * 1000:g} ms latency, concurrency {r['concurrency']}", title_justify="left")
+    for column in ("run", "stage", "requests", "seconds", "rows", "rows/s", "peak RSS MB"):
+        stages.add_column(column, justify="left" if column in ("run", "stage") else "right")
+    for run in ("full", "no_change", "one_percent"):
+        for stage in ("extract", "transform", "export_files", "upload"):
+            s = r[run][stage]
+            stages.add_row(run, stage, f"{s.get('requests', ''):,}" if "requests" in s else "", f"{s['seconds']:.1f}",
+                           f"{s.get('rows', ''):,}" if "rows" in s else "", f"{s.get('rows_per_second', ''):,}"
+                           if "rows_per_second" in s else "", f"{s['peak_rss_mb']:,.0f}")
+    n = r["naive"]
+    stages.add_row("naive", "extract (profiles + grades)", f"{n['requests']:,}", f"{n['seconds']:.1f}", "", "", "")
+    console.print(stages)
+    checks = Table(title="Targets", title_justify="left")
+    for column in ("target", "value", "met"):
+        checks.add_column(column)
+    for t in r["targets"]:
+        checks.add_row(t["target"], t["value"], "yes" if t["met"] else "[red]no[/]")
+    console.print(checks)
+    console.print(f"Latency floor {r['latency_floor']['seconds']}s; API minimum {r['minimum_requests']['requests']:,} requests.")
+
+
+if __name__ == "__main__":
+    main()

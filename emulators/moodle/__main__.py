@@ -1,0 +1,40 @@
+"""Serve the Moodle emulator in its own process: `python -m emulators.moodle --students 15000 --latency 0.025`.
+
+Prints one JSON line with base_url and token, then serves until killed. Benchmarks run it this way so the
+emulator's work does not share a process (or a GIL, or a memory figure) with the connector.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from .school import SchoolSpec
+from .server import MoodleEmulator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name, default in (("courses", 12), ("students", 150), ("grade-items", 5), ("activities", 6), ("assignments", 2),
+                          ("port", 0), ("seed", 42)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--enrolments-per-student", type=float, default=3.0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--now", type=int, default=None)
+    args = parser.parse_args()
+    spec = SchoolSpec(seed=args.seed, courses=args.courses, students=args.students, grade_items=args.grade_items,
+                      activities=args.activities, assignments=args.assignments,
+                      enrolments_per_student=args.enrolments_per_student)
+    if args.now:
+        spec.now = args.now
+    with MoodleEmulator(spec=spec, latency=args.latency, port=args.port, admin=True) as moodle:
+        print(json.dumps({"base_url": moodle.base_url, "token": moodle.token, "now": spec.now}), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
