@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 
 from pipelines.moodle.errors import MoodleError
+
+from .warehouse import WarehouseBusy
 from pipelines.moodle_pipeline import run_extract
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -29,7 +31,7 @@ def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-unty
     try:
         with console.status("Extracting from Moodle…") as status:
             report = run_extract(duckdb, on_progress=_progress(status), **options)
-    except MoodleError as exc:
+    except (MoodleError, WarehouseBusy) as exc:
         err.print(f"[bold red]Moodle extract failed:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1)
     print_extract(console, report)
@@ -60,7 +62,7 @@ def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: b
 
     try:
         report = run_transform(duckdb, dbt_vars=dbt_vars, quiet=quiet)
-    except TransformError as exc:
+    except (TransformError, WarehouseBusy) as exc:
         err.print(f"[bold red]Transform failed:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1)
     print_cases(console, report, case_summary(duckdb))
@@ -93,7 +95,7 @@ def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, **s
         with console.status("Exporting to CommCare…") as status:
             report = run_export(duckdb_path(str(duckdb) if duckdb else None), config, upload=upload,
                                 dry_run=dry_run, full=full, on_progress=lambda msg: status.update(msg))
-    except CommCareError as exc:
+    except (CommCareError, WarehouseBusy) as exc:
         err.print(f"[bold red]CommCare export failed:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1)
     print_export(console, report)

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional
 
 import duckdb
 
+from .warehouse import connect
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -18,7 +20,7 @@ def record(db: Path, stage: str, status: str, started_at: datetime, summary: Dic
            con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
     """Append a run; never holds a secret (summaries are counts and paths)."""
     own = con is None
-    con = con or duckdb.connect(str(db))
+    con = con or connect(db)
     try:
         con.execute("create schema if not exists ops")
         con.execute("""create table if not exists ops.run_log (
@@ -34,7 +36,7 @@ def latest(db: Path) -> List[Dict[str, Any]]:
     """The last run of each stage."""
     if not db.exists():
         return []
-    with duckdb.connect(str(db)) as con:
+    with connect(db, read_only=True) as con:
         exists = con.execute("select count(*) from information_schema.tables "
                              "where table_schema = 'ops' and table_name = 'run_log'").fetchone()[0]
         if not exists:

@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional
 
 from pipelines.moodle_pipeline import duckdb_path
 
+from .warehouse import connect
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 
 
@@ -81,7 +83,7 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
         raise TransformError(f"dbt could not run: {result.exception}")
     if failures or not result.success:
         raise TransformError("dbt build failed:\n  " + "\n  ".join(failures or ["see dbt's output above"]))
-    with __import__("duckdb").connect(str(report.duckdb)) as con:
+    with connect(report.duckdb, read_only=True) as con:
         for table in ("commcare_student_cases", "commcare_enrolment_cases", "commcare_unowned_cases"):
             summary[table] = con.execute(f"select count(*) from commcare.{table}").fetchone()[0]
     runlog.record(report.duckdb, "transform", "ok", began, summary)
@@ -90,10 +92,9 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
 
 def case_summary(db: Optional[Path | str] = None) -> List[Dict[str, Any]]:
     """Cases per type and status, read from the marts: what the export will have to send."""
-    import duckdb
 
     path = duckdb_path(str(db) if db else None)
-    with duckdb.connect(str(path), read_only=True) as con:
+    with connect(path, read_only=True) as con:
         rows = con.execute("""
             select case_type, engagement_status, count(*) filter (where close is null), count(*) filter (where close = 'yes')
             from (select case_type, engagement_status, close from commcare.commcare_student_cases

@@ -19,13 +19,12 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from moodle_commcare import runlog
+from moodle_commcare import runlog, warehouse
 from pipelines.moodle import RequestStats, moodle_source
 from pipelines.moodle.errors import MoodleError
 
 DEFAULT_DUCKDB = "moodle.duckdb"
-# DuckDB takes up to 80% of RAM by default; capped, a large merge spills to disk instead.
-DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
+
 DATASET = "moodle_raw"
 PIPELINE_NAME = "moodle"
 
@@ -48,8 +47,7 @@ class ExtractReport:
 def make_pipeline(db: Path, pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
     """One pipeline per DuckDB file; its working state lives beside the file so two warehouses never mix."""
     credentials = DuckDbCredentials(str(db))
-    credentials.global_config = {
-        "memory_limit": os.environ.get("MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT)}
+    credentials.global_config = {"memory_limit": warehouse.memory_limit()}
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
         destination=dlt.destinations.duckdb(credentials),
@@ -66,6 +64,10 @@ def unwrap(exc: BaseException) -> BaseException:
     while current is not None and id(current) not in seen:
         if isinstance(current, MoodleError):
             return current
+        if "could not set lock" in str(current).lower():
+            return warehouse.WarehouseBusy(
+                "The DuckDB file is open in another program (another run, or an analyst's session holding it "
+                "for writing). Close it or wait for the run to end, then try again.")
         seen.add(id(current))
         current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
     return exc

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 import duckdb
 
 from moodle_commcare import runlog
+from moodle_commcare.warehouse import connect
 
 from . import ledger
 from .client import CommCareClient
@@ -57,7 +58,7 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
         raise CommCareError(f"{db} does not exist: run `moodle-commcare extract` and `transform` first.")
     out_dir = None if dry_run else settings.out_dir / started.strftime("%Y%m%dT%H%M%SZ")
     report = ExportReport(uploaded=client is not None, dry_run=dry_run, out_dir=out_dir, types=[])
-    con = duckdb.connect(str(db))
+    con = connect(db)
     status = "failed"
     try:
         ledger.ensure_tables(con)

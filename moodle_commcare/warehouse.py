@@ -1,0 +1,30 @@
+"""Opening the DuckDB warehouse the same way everywhere: bounded memory, and a clear word when it is busy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+# DuckDB takes up to 80% of RAM by default; capped, a large merge or sort spills to disk instead.
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+class WarehouseBusy(Exception):
+    """Another process holds the DuckDB file (a scheduled run, or an analyst's open session)."""
+
+
+def memory_limit() -> str:
+    return os.environ.get("MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+
+
+def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit()})
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseBusy(
+                f"{path} is open in another program (another moodle-commcare run, or an analyst's DuckDB "
+                "session holding it for writing). Close it or wait for the run to end, then try again.") from None
+        raise
