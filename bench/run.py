@@ -19,9 +19,8 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import duckdb
 import requests
@@ -213,22 +212,39 @@ def targets(r: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [
         {"target": "extract requests within 10% of the API's minimum", "value": f"{r['minimum_requests']['ratio']:.3f}×",
          "met": r["minimum_requests"]["ratio"] <= 1.10},
-        {"target": "≥10× fewer requests than the naive pattern",
+        {"target": "≥10× fewer requests than the naive pattern, for the data it fetches (enrolments, profiles, grades)",
+         "value": f"{r['naive']['requests'] / like_for_like(full):.1f}×",
+         "met": r["naive"]["requests"] >= 10 * like_for_like(full)},
+        {"target": "≥10× fewer requests than the naive pattern, all our data included (engagement, completion…)",
          "value": f"{r['naive']['requests'] / full['extract']['requests']:.1f}×",
-         "met": r["naive"]["requests"] >= 10 * full["extract"]["requests"]},
+         "met": r["naive"]["requests"] >= 10 * full["extract"]["requests"],
+         "why": "a first run must make one engagement call per student and one completion call per student and "
+                "course (Moodle has no bulk form of either); the naive job fetches neither. Later runs make "
+                "these calls only for students active since the last run."},
         {"target": "extract wall time ≤ 1.5× the latency floor", "value": f"{r['latency_floor']['ratio']}×",
-         "met": (r["latency_floor"]["ratio"] or 99) <= 1.5},
+         "met": (r["latency_floor"]["ratio"] or 99) <= 1.5,
+         "why": "the fan-outs run one after another (enrolments, then profiles, grades, engagement…) and dlt "
+                "normalises and loads after extracting; the tail of each fan-out and the load are not overlapped."},
         {"target": "peak memory under 1 GB", "value": f"{peak:,.0f} MB", "met": peak < 1000},
         {"target": "no-change run: < 10% of the full run's requests",
          "value": f"{nochange['extract']['requests'] / full['extract']['requests']:.1%}",
          "met": nochange["extract"]["requests"] < 0.1 * full["extract"]["requests"]},
         {"target": "no-change run: < 10% of the full run's time",
          "value": f"{sum(s['seconds'] for s in nochange.values()) / sum(s['seconds'] for s in full.values()):.1%}",
-         "met": sum(s["seconds"] for s in nochange.values()) < 0.1 * sum(s["seconds"] for s in full.values())},
+         "met": sum(s["seconds"] for s in nochange.values()) < 0.1 * sum(s["seconds"] for s in full.values()),
+         "why": "dbt build is a fixed cost (start-up, 30 models, 80 tests: seconds, whatever changed) that "
+                "dominates a small school's short run."},
         {"target": "no-change run exports 0 rows", "value": str(nochange["upload"]["rows"]), "met": nochange["upload"]["rows"] == 0},
         {"target": "1% change exports exactly the changed cases",
          "value": f"{one['upload']['rows']} of {one['changed_cases']}", "met": one["upload"]["rows"] == one["changed_cases"]},
     ]
+
+
+def like_for_like(run: Dict[str, Any]) -> int:
+    """Our requests for what the naive job fetches: courses, enrolled users, profiles, grades."""
+    fns = run["extract"]["by_function"]
+    return sum(fns.get(f, 0) for f in ("core_course_get_courses", "core_enrol_get_enrolled_users",
+                                        "core_user_get_users_by_field", "gradereport_user_get_grade_items"))
 
 
 def show(r: Dict[str, Any]) -> None:
@@ -246,10 +262,10 @@ def show(r: Dict[str, Any]) -> None:
     stages.add_row("naive", "extract (profiles + grades)", f"{n['requests']:,}", f"{n['seconds']:.1f}", "", "", "")
     console.print(stages)
     checks = Table(title="Targets", title_justify="left")
-    for column in ("target", "value", "met"):
+    for column in ("target", "value", "met", "why not"):
         checks.add_column(column)
     for t in r["targets"]:
-        checks.add_row(t["target"], t["value"], "yes" if t["met"] else "[red]no[/]")
+        checks.add_row(t["target"], t["value"], "yes" if t["met"] else "[red]no[/]", "" if t["met"] else t.get("why", ""))
     console.print(checks)
     console.print(f"Latency floor {r['latency_floor']['seconds']}s; API minimum {r['minimum_requests']['requests']:,} requests.")
 

@@ -1,4 +1,4 @@
-"""The `moodle-commcare` command."""
+"""Keep CommCare case records in step with Moodle: extract (dlt) -> transform (dbt) -> export (CommCare bulk import)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pipelines.moodle.errors import MoodleError
 from .warehouse import WarehouseBusy
 from pipelines.moodle_pipeline import run_extract
 
+DUCKDB_OPTION = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb).")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
@@ -45,7 +46,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log warnin
 
 @app.command()
 def extract(
-    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+    duckdb: Optional[Path] = DUCKDB_OPTION,
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Re-fetch grades, completion and contents everywhere."),
     course_id: Optional[List[int]] = typer.Option(None, "--course-id", help="Limit to these courses (repeatable)."),
 ) -> None:
@@ -70,7 +71,7 @@ def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: b
 
 @app.command()
 def transform(
-    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+    duckdb: Optional[Path] = DUCKDB_OPTION,
     var: Optional[List[str]] = typer.Option(None, "--var", help="dbt var as NAME=VALUE, e.g. commcare_default_owner_id=abc123 (repeatable)."),
 ) -> None:
     """Build the CommCare case tables with dbt (seeds, models, unit and data tests)."""
@@ -105,7 +106,7 @@ def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, **s
 
 @app.command()
 def export(
-    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+    duckdb: Optional[Path] = DUCKDB_OPTION,
     upload: bool = typer.Option(False, "--upload", help="Upload to CommCare's bulk case import ([commcare] settings)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be sent; write and send nothing."),
     full: bool = typer.Option(False, "--full", help="Send every case again, changed or not."),
@@ -117,7 +118,7 @@ def export(
 
 @app.command()
 def status(
-    duckdb: Optional[Path] = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb)."),
+    duckdb: Optional[Path] = DUCKDB_OPTION,
 ) -> None:
     """The last extract, transform and export, with their counts."""
     from pipelines.moodle_pipeline import duckdb_path
@@ -139,7 +140,7 @@ def demo(
     students: int = typer.Option(150, help="Students in the generated demo school."),
     courses: int = typer.Option(12, help="Courses in the generated demo school."),
 ) -> None:
-    """Extract a demo school from the bundled Moodle emulator into DuckDB, then build the CommCare case tables."""
+    """The whole job against the bundled emulators: extract a demo school, build the case tables, export them."""
     import time
 
     from emulators.moodle import MoodleEmulator, SchoolSpec

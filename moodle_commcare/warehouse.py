@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 # DuckDB takes up to 80% of RAM by default; capped, a large merge or sort spills to disk instead.
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = "512MB"  # with Python, dbt and dlt beside it the whole run stays under 1 GB
 
 
 class WarehouseBusy(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -62,3 +63,14 @@ class Warehouse:
 @pytest.fixture
 def warehouse(moodle: MoodleEmulator, tmp_path: Path) -> Warehouse:
     return Warehouse(moodle, tmp_path / "moodle.duckdb")
+
+
+@contextmanager
+def module_warehouse(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Warehouse]:
+    """For module-scoped fixtures: an emulator and a warehouse in their own directory, dlt kept inside it."""
+    tmp = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("DLT_DATA_DIR", str(tmp / "dlt_data"))
+        with MoodleEmulator(spec=SMALL) as moodle:
+            yield Warehouse(moodle, tmp / "moodle.duckdb")

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator
 
 import duckdb
 import pytest
@@ -21,7 +21,7 @@ from exports.commcare.errors import CommCareAuthError, CommCareJobFailed
 from exports.commcare.ledger import HEADER_RE
 from moodle_commcare.transform import run_transform
 
-from .conftest import SMALL, Warehouse
+from .conftest import SMALL, Warehouse, module_warehouse
 from .test_marts import VARS
 
 OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
@@ -31,15 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A warehouse extracted and transformed once; each test works on its own copy."""
-    tmp = tmp_path_factory.mktemp("template")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("DLT_DATA_DIR", str(tmp / "dlt_data"))
-        with MoodleEmulator(spec=SMALL) as moodle:
-            wh = Warehouse(moodle, tmp / "moodle.duckdb")
-            wh.extract()
-            run_transform(wh.path, VARS)
-    return tmp / "moodle.duckdb"
+    with module_warehouse(tmp_path_factory, "template") as wh:
+        wh.extract()
+        run_transform(wh.path, VARS)
+    return wh.path
 
 
 @pytest.fixture

@@ -7,22 +7,16 @@ from typing import Any, Iterator
 
 import pytest
 
-from emulators.moodle import MoodleEmulator
 from emulators.moodle.school import School
 
-from .conftest import SMALL, Warehouse
+from .conftest import Warehouse, module_warehouse
 
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
-    tmp = tmp_path_factory.mktemp("loaded")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("DLT_DATA_DIR", str(tmp / "dlt_data"))
-        with MoodleEmulator(spec=SMALL) as moodle:
-            wh = Warehouse(moodle, tmp / "moodle.duckdb")
-            wh.report = wh.extract()  # type: ignore[attr-defined]
-            yield wh
+    with module_warehouse(tmp_path_factory, "loaded") as wh:
+        wh.report = wh.extract()  # type: ignore[attr-defined]
+        yield wh
 
 
 def school(wh: Warehouse) -> School:

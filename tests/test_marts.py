@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional
 
 import phonenumbers
 import pytest
@@ -14,7 +14,7 @@ from emulators.moodle.school import School
 from moodle_commcare.demo import OWNER_MAP
 from moodle_commcare.transform import run_dbt, run_transform
 
-from .conftest import SMALL, Warehouse
+from .conftest import SMALL, Warehouse, module_warehouse
 
 AS_OF = datetime.fromtimestamp(SMALL.now, timezone.utc).replace(tzinfo=None)
 DEFAULT_OWNER = "owner-default"
@@ -24,15 +24,10 @@ SITE = "moodle-moodle-demo-academy-example"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
-    tmp = tmp_path_factory.mktemp("marts")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("DLT_DATA_DIR", str(tmp / "dlt_data"))
-        with MoodleEmulator(spec=SMALL) as moodle:
-            wh = Warehouse(moodle, tmp / "moodle.duckdb")
-            wh.extract()
-            run_transform(wh.path, VARS)
-            yield wh
+    with module_warehouse(tmp_path_factory, "marts") as wh:
+        wh.extract()
+        run_transform(wh.path, VARS)
+        yield wh
 
 
 def cases(wh: Warehouse, table: str) -> Dict[str, Dict[str, Any]]:

@@ -13,7 +13,6 @@ import io
 import json
 import re
 import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -197,7 +196,7 @@ class CommCareEmulator:
             return None
         owner = values.get("owner_id", "")
         if owner and owner not in self.owners:
-            fail(row_no, "Invalid Owner", "owner_id", f"Owner ID was used in the mapping but there were errors")
+            fail(row_no, "Invalid Owner", "owner_id", "Owner ID was used in the mapping but there were errors")
             return None
         parent = None
         parent_ext = values.get("parent_external_id", "")

@@ -68,8 +68,8 @@ def _user_details(user: User, fields: Optional[set] = None) -> Dict[str, Any]:
     detail.update(firstaccess=user.firstaccess, lastaccess=user.lastaccess, auth=user.auth,
                   suspended=bool(user.suspended), confirmed=bool(user.confirmed), lang=user.lang,
                   theme="", timezone=user.timezone, mailformat=1, descriptionformat=1,
-                  profileimageurlsmall=f"https://moodle.example.org/theme/image.php/boost/core/1/u/f2",
-                  profileimageurl=f"https://moodle.example.org/theme/image.php/boost/core/1/u/f1")
+                  profileimageurlsmall="https://moodle.example.org/theme/image.php/boost/core/1/u/f2",
+                  profileimageurl="https://moodle.example.org/theme/image.php/boost/core/1/u/f1")
     if user.customfields:
         detail["customfields"] = [dict(f) for f in user.customfields]
     if fields is not None:

@@ -304,7 +304,8 @@ class School:
         rng = random.Random(seed)
         with self.lock:
             pairs = sorted((cid, uid) for cid, uid, e in self.all_enrolments()
-                           if e.role == "student" and e.active and self.grade_items[cid])
+                           if e.role == "student" and e.active and self.grade_items[cid]
+                           and not self.users[uid].suspended)  # a suspended student's cases are closed
             changed_pairs = rng.sample(pairs, min(grades, len(pairs)))
             for cid, uid in changed_pairs:
                 item = next(i for i in self.grade_items[cid] if i.itemtype == "mod")

@@ -115,6 +115,8 @@ class MoodleClient:
         self.stats = stats or RequestStats()
         self._token: Optional[str] = config.token
         self._token_lock = threading.Lock()
+        # one bound for the whole run: dlt interleaves resources, so several fan-outs can be live at once
+        self._in_flight = threading.BoundedSemaphore(config.max_concurrency)
         self._http = Client(
             request_timeout=config.request_timeout,
             max_connections=max(32, config.max_concurrency * 4),
@@ -229,7 +231,8 @@ class MoodleClient:
         import requests
 
         try:
-            return self._http.session.post(url, params=query, data=body)
+            with self._in_flight:
+                return self._http.session.post(url, params=query, data=body)
         except requests.Timeout as exc:
             raise self._fail(MoodleUnavailableError(
                 f"Moodle did not answer {function} within {self.config.request_timeout:g}s after "
