@@ -73,7 +73,7 @@ def as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return str(int(value)) if value == int(value) else str(round(value, 6))
+        return str(int(value)) if value == int(value) else f"{value:.6f}".rstrip("0").rstrip(".")
     if hasattr(value, "strftime"):
         return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "hour") else value.strftime("%Y-%m-%d")
     return str(value)

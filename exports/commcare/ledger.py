@@ -59,8 +59,10 @@ def text_expr(column: str, duck_type: str) -> str:
     if t.startswith(("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER")):
         return f"cast({q} as varchar)"
     if t.startswith(("DOUBLE", "FLOAT", "REAL", "DECIMAL")):
-        return (f"case when {q} is null then null when {q} = trunc({q}) and abs({q}) < 1e15 "
-                f"then cast(cast({q} as bigint) as varchar) else cast(round(cast({q} as double), 6) as varchar) end")
+        # six decimals at most, trailing zeros trimmed: 33.333333, 12.5, 7 (round() in binary gave 152.49994)
+        return (f"case when {q} is null then null when abs({q}) < 5e-7 then '0' "
+                f"when {q} = trunc({q}) and abs({q}) < 1e15 then cast(cast({q} as bigint) as varchar) "
+                f"else rtrim(rtrim(format('{{:.6f}}', cast({q} as double)), '0'), '.') end")
     if t == "BOOLEAN":
         return f"case when {q} then 'yes' when not {q} then 'no' end"
     if t == "DATE":

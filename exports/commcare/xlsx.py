@@ -6,12 +6,16 @@ text: CommCare re-types numbers ("0042" -> 42), and a value starting with "=" mu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import xlsxwriter
 
 SHEET_NAME = "cases"  # a sheet named like a case type would switch CommCare to multi-sheet mode
+# XML cannot hold C0 control characters other than tab, newline and return: xlsx escapes them as _x0007_,
+# which CommCare's reader (openpyxl, read-only) keeps literally. They are dropped instead.
+XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def write_workbook(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
@@ -30,6 +34,6 @@ def write_workbook(path: Path, headers: Sequence[str], rows: Iterable[Sequence[o
     for count, row in enumerate(rows, start=1):
         for col, value in enumerate(row):
             if value is not None:
-                sheet.write_string(count, col, str(value))
+                sheet.write_string(count, col, XML_UNSAFE.sub("", str(value)))
     book.close()
     return count
