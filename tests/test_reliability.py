@@ -112,3 +112,30 @@ def test_no_secret_lands_in_any_file_a_run_writes(warehouse: Warehouse, tmp_path
     for record in caplog.records:
         for secret in secrets:
             assert secret not in record.getMessage()
+
+
+def test_tls_certificates_are_verified(tmp_path: Path) -> None:
+    """A self-signed certificate is refused, with a message saying how to trust a private CA."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from emulators.moodle import MoodleEmulator
+
+    from .conftest import SMALL
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with MoodleEmulator(spec=SMALL, ssl_context=context) as moodle:
+        wh = Warehouse(moodle, tmp_path / "m.duckdb")
+        assert moodle.base_url.startswith("https://")
+        from pipelines.moodle.errors import MoodleTransportError
+
+        with pytest.raises(MoodleTransportError, match="could not be verified.*REQUESTS_CA_BUNDLE"):
+            wh.extract(allow_insecure_http=False)
+        assert moodle.requests["core_webservice_get_site_info"] == 0, "no request got through the handshake"

@@ -88,7 +88,7 @@ class MoodleEmulator:
     """Start with `with MoodleEmulator() as moodle:`; `moodle.base_url` and `moodle.token` are what a client needs."""
 
     def __init__(self, school: Optional[School] = None, spec: Optional[SchoolSpec] = None, latency: float = 0.0,
-                 host: str = "127.0.0.1", port: int = 0, admin: bool = False) -> None:
+                 host: str = "127.0.0.1", port: int = 0, admin: bool = False, ssl_context: Any = None) -> None:
         self.school = school or School(spec)
         self.admin = admin
         self.api = MoodleAPI(self.school)
@@ -104,13 +104,17 @@ class MoodleEmulator:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if ssl_context is not None:  # serve HTTPS with the caller's certificate
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def token(self) -> str:

@@ -239,6 +239,12 @@ class MoodleClient:
                 f"{self.config.max_attempts} attempts ({type(exc).__name__}). The site may be overloaded: "
                 "try later, or raise SOURCES__MOODLE__REQUEST_TIMEOUT."
             )) from None
+        except requests.exceptions.SSLError:
+            raise self._fail(MoodleTransportError(
+                f"The TLS certificate of {self.config.base_url} could not be verified. Fix the server's certificate, "
+                "or add your organisation's CA to the trust store (REQUESTS_CA_BUNDLE=/path/to/ca.pem); "
+                "verification is never switched off."
+            )) from None
         except requests.RequestException as exc:
             raise self._fail(MoodleUnavailableError(
                 f"Could not reach Moodle at {self.config.base_url} for {function} after "
