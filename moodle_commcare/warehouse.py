@@ -21,7 +21,10 @@ def memory_limit() -> str:
 
 def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     try:
-        return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit()})
+        return duckdb.connect(str(path), read_only=read_only, config={
+            "memory_limit": memory_limit(),
+            "preserve_insertion_order": False,  # lets large CREATE TABLE AS and joins stream and spill
+        })
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise WarehouseBusy(

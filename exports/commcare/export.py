@@ -68,6 +68,7 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
             report.types.append(part)
             if dry_run:
                 part.examples = _examples(con, table, columns)
+                ledger.drop_plan(con, table)
                 continue
             for chunk in ledger.chunks(con, table):
                 path = out_dir / f"{table.case_type}-{chunk + 1:03d}.xlsx"  # type: ignore[operator]
@@ -76,6 +77,7 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
                 say(f"wrote {path} ({rows:,} {table.case_type} cases)")
                 if client is not None:
                     _upload_chunk(con, client, table, chunk, path, part, say)
+            ledger.drop_plan(con, table)
         status = "ok" if all(t.failed == 0 for t in report.types) else "partial"
         return report
     finally:

@@ -42,7 +42,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         create table if not exists {SCHEMA}.case_ledger (
             case_type varchar not null,
             external_id varchar not null,
-            hashes json,                -- property -> md5 of the value CommCare accepted; NULL if never accepted
+            hashes json,                -- property -> 64-bit hash of the value CommCare accepted; NULL if never
+                                        -- accepted (a DuckDB upgrade that changes hash() resends all, once)
             closed boolean not null default false,
             accepted_at timestamp,
             upload_id varchar,
@@ -105,12 +106,16 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
     names = [n for n, _ in columns]
     texts = ",\n            ".join(f'{text_expr(n, t)} as "{n}"' for n, t in columns)
     hashed = [n for n in names if n != "external_id"]
-    hashes = "json_object(" + ", ".join(f"'{n}', md5(cur.\"{n}\")" for n in hashed) + ")"
-    changed = " or ".join(
-        f"(json_extract_string(l.hashes, '$.\"{n}\"') is distinct from md5(cur.\"{n}\"))" for n in hashed)
+    # 64-bit hashes keep the ledger small; json_extract on the parsed ledger JSON reads each property once
+    def digest(column: str) -> str:  # NULL stays NULL: an empty value matches a property never sent
+        return f'case when cur."{column}" is not null then cast(hash(cur."{column}") as varchar) end'
+
+    hashes = "json_object(" + ", ".join(f"'{n}', {digest(n)}" for n in hashed) + ")"
+    paths = "[" + ", ".join(f"'$.\"{n}\"'" for n in hashed) + "]"
+    changed = " or ".join(f"(l._old[{i + 1}] is distinct from {digest(n)})" for i, n in enumerate(hashed))
     name = plan_table(table)
     con.execute(f"""
-        create or replace temp table {name} as
+        create or replace table {name} as
         with cur as (
             select
             {texts}
@@ -128,7 +133,10 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
                     else 'update'
                 end as _action
             from cur
-            left join {SCHEMA}.case_ledger as l on l.case_type = '{table.case_type}' and l.external_id = cur.external_id
+            left join (
+                select external_id, hashes, closed, json_extract_string(hashes, {paths}) as _old
+                from {SCHEMA}.case_ledger where case_type = '{table.case_type}'
+            ) as l on l.external_id = cur.external_id
         )
         select
             *,
@@ -145,7 +153,12 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
 
 
 def plan_table(table: CaseTable) -> str:
-    return f"export_plan_{table.case_type}"
+    """A scratch table on disk (not a temp table: those live in memory), replaced on every run."""
+    return f"{SCHEMA}._plan_{table.case_type}"
+
+
+def drop_plan(con: duckdb.DuckDBPyConnection, table: CaseTable) -> None:
+    con.execute(f"drop table if exists {plan_table(table)}")
 
 
 def counts(con: duckdb.DuckDBPyConnection, table: CaseTable) -> Dict[str, int]:
