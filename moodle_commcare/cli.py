@@ -171,19 +171,14 @@ def emulator(
     latency: float = typer.Option(0.0, help="Seconds added to every answer."),
 ) -> None:
     """Serve the Moodle emulator until Ctrl-C, to try the connector by hand."""
-    import time
-
+    from emulators import serve_until_interrupted
     from emulators.moodle import MoodleEmulator, SchoolSpec
 
     with MoodleEmulator(spec=SchoolSpec(students=students, courses=courses), latency=latency, port=port) as moodle:
         console.print(f"Moodle emulator at {moodle.base_url} — token: {moodle.token} (demo only)")
         console.print(f"  export SOURCES__MOODLE__BASE_URL={moodle.base_url} SOURCES__MOODLE__TOKEN=<token> "
                       "SOURCES__MOODLE__ALLOW_INSECURE_HTTP=true")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        serve_until_interrupted()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Prints one JSON line with base_url, project, username and api_key, then serves u
 
 import argparse
 import json
-import time
+
+from emulators import serve_until_interrupted
 
 from .server import CommCareEmulator
 
@@ -19,11 +20,7 @@ def main() -> None:
         hq.job_polls = 0
         print(json.dumps({"base_url": hq.base_url, "project": hq.domain, "username": hq.username,
                           "api_key": hq.api_key}), flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        serve_until_interrupted()
 
 
 if __name__ == "__main__":

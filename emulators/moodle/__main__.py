@@ -6,8 +6,8 @@ emulator's work does not share a process (or a GIL, or a memory figure) with the
 
 import argparse
 import json
-import sys
-import time
+
+from emulators import serve_until_interrupted
 
 from .school import SchoolSpec
 from .server import MoodleEmulator
@@ -29,11 +29,7 @@ def main() -> None:
         spec.now = args.now
     with MoodleEmulator(spec=spec, latency=args.latency, port=args.port, admin=True) as moodle:
         print(json.dumps({"base_url": moodle.base_url, "token": moodle.token, "now": spec.now}), flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            sys.exit(0)
+        serve_until_interrupted()
 
 
 if __name__ == "__main__":
