@@ -19,8 +19,6 @@ from .snapshot import Enrolment, MoodleSnapshot
 
 __all__ = ["moodle_source", "MoodleSettings", "RequestStats"]
 
-_TS = {"data_type": "bigint"}  # Moodle times are Unix seconds; dbt turns them into timestamps
-
 
 def _cols(**types: str) -> Dict[str, Dict[str, Any]]:
     """Column hints, so a field Moodle leaves out of every row of a run still gets its column and type."""

@@ -11,7 +11,6 @@ time moved past the previous run's watermark.
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,8 +21,6 @@ from .client import MoodleClient
 from .config import MoodleSettings
 from .errors import MoodleConfigError, MoodleFunctionNotAvailableError
 from .params import options_list
-
-logger = logging.getLogger("moodle_commcare.moodle")
 
 WATERMARK_KEY = "activity_watermark"
 KNOWN_COURSES_KEY = "known_courses"
