@@ -94,7 +94,7 @@ def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, **s
     try:
         config = CommCareSettings.from_dlt(**settings)
         with console.status("Exporting to CommCare…") as status:
-            report = run_export(duckdb_path(str(duckdb) if duckdb else None), config, upload=upload,
+            report = run_export(duckdb_path(duckdb), config, upload=upload,
                                 dry_run=dry_run, full=full, on_progress=lambda msg: status.update(msg))
     except (CommCareError, WarehouseBusy) as exc:
         err.print(f"[bold red]CommCare export failed:[/] {exc}", soft_wrap=True)
@@ -126,7 +126,7 @@ def status(
     from . import runlog
     from .report import print_status
 
-    path = duckdb_path(str(duckdb) if duckdb else None)
+    path = duckdb_path(duckdb)
     runs = runlog.latest(path)
     if not runs:
         console.print(f"Nothing has run against {path} yet: start with `moodle-commcare extract`.")

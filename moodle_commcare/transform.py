@@ -33,7 +33,7 @@ def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional
     """Invoke dbt in-process on our project with the warehouse path and vars; returns dbt's result."""
     from dbt.cli.main import dbtRunner
 
-    path = duckdb_path(str(db) if db else None)
+    path = duckdb_path(db)
     if not path.exists():
         raise TransformError(f"{path} does not exist: run `moodle-commcare extract` first (or set MOODLE_COMMCARE_DUCKDB).")
     os.environ["MOODLE_COMMCARE_DUCKDB"] = str(path)
@@ -67,7 +67,7 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
     began = runlog.utcnow()
     args = ["build"] + (["--select", select] if select else [])
     result = run_dbt(args, db, dbt_vars, quiet)
-    report = TransformReport(duckdb=duckdb_path(str(db) if db else None))
+    report = TransformReport(duckdb=duckdb_path(db))
     failures = []
     for r in result.result or []:
         node = r.node
@@ -93,7 +93,7 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
 def case_summary(db: Optional[Path | str] = None) -> List[Dict[str, Any]]:
     """Cases per type and status, read from the marts: what the export will have to send."""
 
-    path = duckdb_path(str(db) if db else None)
+    path = duckdb_path(db)
     with connect(path, read_only=True) as con:
         rows = con.execute("""
             select case_type, engagement_status, count(*) filter (where close is null), count(*) filter (where close = 'yes')

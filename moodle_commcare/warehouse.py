@@ -15,6 +15,12 @@ class WarehouseBusy(Exception):
     """Another process holds the DuckDB file (a scheduled run, or an analyst's open session)."""
 
 
+def busy(what: object) -> WarehouseBusy:
+    return WarehouseBusy(
+        f"{what} is open in another program (another moodle-commcare run, or an analyst's DuckDB session "
+        "holding it for writing). Close it or wait for the run to end, then try again.")
+
+
 def memory_limit() -> str:
     return os.environ.get("MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
 
@@ -27,7 +33,5 @@ def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnect
         })
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
-            raise WarehouseBusy(
-                f"{path} is open in another program (another moodle-commcare run, or an analyst's DuckDB "
-                "session holding it for writing). Close it or wait for the run to end, then try again.") from None
+            raise busy(path) from None
         raise

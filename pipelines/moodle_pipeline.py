@@ -29,7 +29,7 @@ DATASET = "moodle_raw"
 PIPELINE_NAME = "moodle"
 
 
-def duckdb_path(path: Optional[str] = None) -> Path:
+def duckdb_path(path: Optional[Path | str] = None) -> Path:
     """The warehouse file: the argument, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
     return Path(path or os.environ.get("MOODLE_COMMCARE_DUCKDB") or DEFAULT_DUCKDB).resolve()
 
@@ -65,9 +65,7 @@ def unwrap(exc: BaseException) -> BaseException:
         if isinstance(current, MoodleError):
             return current
         if "could not set lock" in str(current).lower():
-            return warehouse.WarehouseBusy(
-                "The DuckDB file is open in another program (another run, or an analyst's session holding it "
-                "for writing). Close it or wait for the run to end, then try again.")
+            return warehouse.busy("The DuckDB file")
         seen.add(id(current))
         current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
     return exc
@@ -81,7 +79,7 @@ def run_extract(
     **source_options: Any,
 ) -> ExtractReport:
     """Extract and load; raises the underlying MoodleError (not dlt's wrapper) when Moodle refuses."""
-    path = duckdb_path(str(db) if db else None)
+    path = duckdb_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
     stats = RequestStats()
     pipeline = make_pipeline(path, pipelines_dir)
