@@ -142,3 +142,44 @@ def test_course_added_to_the_selection_is_fetched_in_full(warehouse: Warehouse) 
     got = {r[0] for r in warehouse.rows("select distinct course_id from activity_completion")}
     assert got == {c for c in courses if warehouse.moodle.school.courses[c].enablecompletion
                    and warehouse.moodle.school.students_of(c, only_active=True)}
+
+
+# ---------------------------------------------------------------- defects a reviewer reproduced (issue 9, part 3)
+
+def test_narrowed_run_does_not_hide_earlier_grading_in_other_courses(warehouse: Warehouse) -> None:
+    """`extract --course-id B` must not move course A's watermark past a teacher's grading in A."""
+    warehouse.extract()
+    s = warehouse.moodle.school
+    graded = [c for c, items in s.grade_items.items() if items and s.students_of(c, True)]
+    course_a, course_b = graded[0], graded[1]
+    uid = s.students_of(course_a, True)[0]
+    item = next(i for i in s.grade_items[course_a] if i.itemtype == "mod")
+    s.set_grade(course_a, uid, item.id, 42.5)  # the teacher enters course A at t1
+    s.record_access(s.students_of(course_b, True)[0], course_b)  # later activity in B, at t2 > t1
+    warehouse.extract(course_ids=[course_b])
+    warehouse.extract()
+    assert warehouse.rows("select graderaw from grades where course_id=? and user_id=? and grade_item_id=?",
+                          course_a, uid, item.id) == [(42.5,)]
+
+
+def test_full_refresh_reloads_every_submission(warehouse: Warehouse) -> None:
+    warehouse.extract()
+    want = warehouse.rows("select id, status, timemodified from assignment_submissions order by id")
+    assert len({r[2] for r in want}) > 1, "submissions at several times"
+    with __import__("duckdb").connect(str(warehouse.path)) as con:  # lost or damaged rows in the warehouse
+        con.execute("delete from moodle_raw.assignment_submissions")
+    warehouse.extract(full_refresh=True)
+    assert warehouse.rows("select id, status, timemodified from assignment_submissions order by id") == want
+
+
+def test_course_added_to_the_selection_gets_its_older_submissions(warehouse: Warehouse) -> None:
+    s = warehouse.moodle.school
+    with_subs = [c for c, rows in s.assignments.items()
+                 if rows and any(s.submission(a, u) for a in rows for u in s.students_of(c))]
+    newest = max(with_subs, key=lambda c: max(s.submission(a, u)[1] for a in s.assignments[c]  # type: ignore[index]
+                                             for u in s.students_of(c) if s.submission(a, u)))
+    warehouse.extract(course_ids=[newest])
+    warehouse.extract()
+    got = {(r[0], r[1]) for r in warehouse.rows("select assignment_id, userid from assignment_submissions")}
+    want = {(a.id, u) for c in with_subs for a in s.assignments[c] for u in s.students_of(c) if s.submission(a, u)}
+    assert got == want
