@@ -27,7 +27,7 @@ def main() -> None:
                       enrolments_per_student=args.enrolments_per_student)
     if args.now:
         spec.now = args.now
-    with MoodleEmulator(spec=spec, latency=args.latency, port=args.port, admin=True) as moodle:
+    with MoodleEmulator(spec=spec, latency=args.latency, port=args.port, control=True) as moodle:
         print(json.dumps({"base_url": moodle.base_url, "token": moodle.token, "now": spec.now}), flush=True)
         serve_until_interrupted()
 

@@ -17,8 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
+from .access import token_user
 from .api import MoodleAPI, WSError
 from .school import School, SchoolSpec
+from .site import CallSettings, SiteConfig
 
 MAX_INPUT_VARS = 1000
 DEMO_TOKEN = "demo-0123456789abcdef0123456789abcdef"
@@ -72,6 +74,15 @@ class Fault:
     retry_after: Optional[int] = None
 
 
+@dataclass
+class Token:
+    """A row of external_tokens: whose it is, for which service, until when (0 = no end)."""
+
+    profile: str
+    service: str
+    validuntil: int = 0
+
+
 _ERRORCODE_EXCEPTIONS = {
     "invalidtoken": ("moodle_exception", "Invalid token - token not found"),
     "accessexception": ("webservice_access_exception", "Access control exception"),
@@ -88,13 +99,18 @@ class MoodleEmulator:
     """Start with `with MoodleEmulator() as moodle:`; `moodle.base_url` and `moodle.token` are what a client needs."""
 
     def __init__(self, school: Optional[School] = None, spec: Optional[SchoolSpec] = None, latency: float = 0.0,
-                 host: str = "127.0.0.1", port: int = 0, admin: bool = False, ssl_context: Any = None) -> None:
+                 host: str = "127.0.0.1", port: int = 0, control: bool = False, ssl_context: Any = None,
+                 profile: str = "integration", site: Optional[SiteConfig] = None) -> None:
+        """`profile` is who the demo token acts as (access.PROFILES); `site` the Moodle settings and version
+        (default: a 4.5 site set up as the README asks)."""
         self.school = school or School(spec)
-        self.admin = admin
-        self.api = MoodleAPI(self.school)
+        self.control = control
+        self.site = site or SiteConfig.recommended()
+        self.api = MoodleAPI(self.school, self.site)
         self.latency = latency
-        self.tokens: Dict[str, str] = {DEMO_TOKEN: DEMO_SERVICE}
-        self.logins = {DEMO_USERNAME: DEMO_PASSWORD}
+        token_user(profile, 0)  # reject an unknown profile now, not on the first request
+        self.tokens: Dict[str, Token] = {DEMO_TOKEN: Token(profile, DEMO_SERVICE)}
+        self.logins = {DEMO_USERNAME: (DEMO_PASSWORD, profile)}
         self.services = {DEMO_SERVICE, "moodle_mobile_app"}
         self.maintenance: Optional[str] = None  # None, "json" (sitemaintenance body) or "html" (503 page)
         self.faults: List[Fault] = []
@@ -145,6 +161,17 @@ class MoodleEmulator:
     def revoke_token(self, token: str = DEMO_TOKEN) -> None:
         self.tokens.pop(token, None)
 
+    def expire_token(self, token: str = DEMO_TOKEN) -> None:
+        """The token's validuntil passes: its next use deletes it (webservice/lib.php authenticate_by_token)."""
+        self.tokens[token].validuntil = int(time.time()) - 1
+
+    def issue_token(self, profile: str, service: str = DEMO_SERVICE) -> str:
+        """A further token, acting as another profile's user (access.PROFILES)."""
+        token_user(profile, 0)
+        token = f"tok{len(self.tokens):04d}{profile[:4]}".ljust(32, "e")
+        self.tokens[token] = Token(profile, service)
+        return token
+
     def remove_function(self, name: str) -> None:
         self.api.service_functions.discard(name)
 
@@ -152,6 +179,10 @@ class MoodleEmulator:
         with self._lock:
             self.requests.clear()
             self.request_log.clear()
+
+    def error_body(self, errorcode: str) -> Dict[str, Any]:
+        exception, message = _ERRORCODE_EXCEPTIONS.get(errorcode, ("moodle_exception", errorcode))
+        return WSError(exception, errorcode, message).body(self.site)
 
     def _take_fault(self, function: str, params: Dict[str, Any]) -> Optional[Fault]:
         with self._lock:
@@ -202,19 +233,20 @@ class MoodleEmulator:
                 flat = dict(pairs)
                 if emulator.latency:
                     time.sleep(emulator.latency)
-                if url.path.startswith("/_admin/") and emulator.admin:
+                if url.path.startswith("/_admin/") and emulator.control:
                     return self._admin(url.path, flat)
                 if url.path.endswith("/login/token.php"):
                     return self._token(flat)
                 if not url.path.endswith("/webservice/rest/server.php"):
                     return self._send(404, b"<html><body><h1>404 Not Found</h1></body></html>", "text/html")
                 function = flat.get("wsfunction", "")
+                params = parse_php_params([(k, v) for k, v in pairs if not k.startswith(("wstoken", "wsfunction", "moodlews"))])
                 with emulator._lock:
                     emulator.requests[function] += 1
                     if emulator.keep_log:
-                        emulator.request_log.append({"function": function, "vars": len(pairs),
-                                                     "method": self.command, "query": url.query})
-                params = parse_php_params([(k, v) for k, v in pairs if not k.startswith(("wstoken", "wsfunction", "moodlews"))])
+                        emulator.request_log.append({"function": function, "vars": len(pairs), "params": params,
+                                                     "method": self.command, "query": url.query,
+                                                     "settings": {k: v for k, v in flat.items() if k.startswith("moodlewssetting")}})
                 if emulator.maintenance == "html":
                     return self._maintenance_page()
                 fault = emulator._take_fault(function, params)
@@ -224,31 +256,39 @@ class MoodleEmulator:
                     return self._send(200, b'<?xml version="1.0" encoding="UTF-8" ?>\n<EXCEPTION class="moodle_exception">'
                                       b"<ERRORCODE>jsononly</ERRORCODE><MESSAGE>This emulator speaks JSON only</MESSAGE></EXCEPTION>",
                                       "application/xml")
-                if flat.get("wstoken") not in emulator.tokens:
-                    return self._json(_error_body("invalidtoken"))
+                token = emulator.tokens.get(flat.get("wstoken", ""))
+                if token is None:
+                    return self._json(emulator.error_body("invalidtoken"))
+                if token.validuntil and token.validuntil < time.time():
+                    emulator.tokens.pop(flat.get("wstoken", ""), None)  # deleted, so the next use is invalidtoken
+                    return self._json(WSError("webservice_access_exception", "accessexception", "Access control exception",
+                                              "Invalid token - token expired - check validuntil time for the token")
+                                      .body(emulator.site))
                 if emulator.maintenance == "json":
-                    return self._json(_error_body("sitemaintenance"))
+                    return self._json(emulator.error_body("sitemaintenance"))
+                caller = token_user(token.profile, emulator.school.service_users[token.profile])
                 try:
-                    self._json(emulator.api.call(function, params))
+                    self._json(emulator.api.call(function, params, caller, CallSettings.from_request(flat, emulator.site)))
                 except WSError as err:
-                    self._json(err.body)
+                    self._json(err.body(emulator.site))
 
             def _token(self, flat: Dict[str, str]) -> None:
                 if emulator.maintenance:
                     return self._json({"error": "Site is in maintenance", "errorcode": "sitemaintenance",
                                        "stacktrace": None, "debuginfo": None, "reproductionlink": None})
                 service = flat.get("service", "")
-                if emulator.logins.get(flat.get("username", "")) != flat.get("password"):
+                login = emulator.logins.get(flat.get("username", ""))
+                if login is None or login[0] != flat.get("password"):
                     return self._json({"error": "Invalid login, please try again", "errorcode": "invalidlogin",
                                        "stacktrace": None, "debuginfo": None, "reproductionlink": None})
                 if service not in emulator.services:
                     return self._json({"error": "Web service is not available (it doesn't exist or might be disabled)",
                                        "errorcode": "servicenotavailable", "stacktrace": None, "debuginfo": None,
                                        "reproductionlink": None})
-                token = next((t for t, s in emulator.tokens.items() if s == service), None)
+                token = next((t for t, row in emulator.tokens.items() if row.service == service and row.profile == login[1]), None)
                 if token is None:
                     token = f"tok{len(emulator.tokens):04d}" + "f" * 28
-                    emulator.tokens[token] = service
+                    emulator.tokens[token] = Token(login[1], service)
                 self._json({"token": token, "privatetoken": None})
 
             def _admin(self, path: str, params: Dict[str, str]) -> None:
@@ -284,7 +324,7 @@ class MoodleEmulator:
                     self.close_connection = True
                     self.connection.shutdown(2)
                 elif kind == "truncate":
-                    body = json.dumps(_error_body("invalidrecord") | {"padding": "x" * 200}).encode()
+                    body = json.dumps(emulator.error_body("invalidrecord") | {"padding": "x" * 200}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.end_headers()
@@ -296,12 +336,10 @@ class MoodleEmulator:
                     time.sleep(fault.seconds)
                     return False
                 else:
-                    self._json(_error_body(kind))
+                    self._json(emulator.error_body(kind))
                 return True
 
         return Handler
 
 
-def _error_body(errorcode: str) -> Dict[str, Any]:
-    exception, message = _ERRORCODE_EXCEPTIONS.get(errorcode, ("moodle_exception", errorcode))
-    return {"exception": exception, "errorcode": errorcode, "message": message}
+
