@@ -32,6 +32,13 @@ def extract_tables(report: ExtractReport) -> list[Table]:
 def print_extract(console: Console, report: ExtractReport) -> None:
     for table in extract_tables(report):
         console.print(table)
+    if report.warnings:
+        hidden = Table(title="Data Moodle hid from the token's user (loaded without it)", title_justify="left")
+        for column in ("what", "to get it"):
+            hidden.add_column(column)
+        for w in report.warnings:
+            hidden.add_row(w["what"], w["fix"])
+        console.print(hidden)
     console.print(f"Loaded into [bold]{report.duckdb}[/] (dataset moodle_raw) in {report.seconds:.1f}s.")
 
 

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import dlt
 from dlt.common.pipeline import LoadInfo
@@ -42,6 +42,7 @@ class ExtractReport:
     stats: RequestStats
     seconds: float
     load_info: Optional[LoadInfo] = field(default=None, repr=False)
+    warnings: List[Dict[str, Any]] = field(default_factory=list)  # data Moodle hid this run (access_gaps)
 
 
 def make_pipeline(db: Path, pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
@@ -102,15 +103,25 @@ def run_extract(
     rows = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
     rows.pop("_dlt_pipeline_state", None)
     report = ExtractReport(duckdb=path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
-                           seconds=seconds, load_info=info)
+                           seconds=seconds, load_info=info, warnings=run_warnings(pipeline))
     runlog.record(path, "extract", "ok", began, {"rows_loaded": rows, "requests": stats.total_requests,
-                                                 "retries": stats.retries, "seconds": round(seconds, 1)})
+                                                 "retries": stats.retries, "seconds": round(seconds, 1),
+                                                 "warnings": [f"{w['what']} ({w['fix']})" for w in report.warnings]})
     return report
 
 
 def _log_failure(path: Path, began: Any, error: BaseException, stats: RequestStats) -> None:
     if path.exists():  # a first run that failed leaves no file behind
         runlog.record(path, "extract", "failed", began, {"error": str(error), "requests": stats.total_requests})
+
+
+def run_warnings(pipeline: dlt.Pipeline) -> List[Dict[str, Any]]:
+    """What Moodle hid from the token's user in the run just loaded (rows of access_gaps stamped with it)."""
+    with pipeline.sql_client() as sql:
+        rows = sql.execute_sql(
+            f'select code, what, fix, accepted from "{DATASET}".access_gaps where extracted_at = '
+            f'(select max(extracted_at) from "{DATASET}".site_info) order by code')
+    return [{"code": c, "what": w, "fix": f, "accepted": a} for c, w, f, a in rows]
 
 
 def table_row_counts(pipeline: dlt.Pipeline) -> Dict[str, int]:

@@ -44,8 +44,9 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 _ACCESS_CODES = {
-    "accessexception",
     "nopermissions",
+    "nopermission",  # mod_assign's require_view_grades
+    "accessdenied",  # completion across separate groups
     "nopermissiontoviewgrades",
     "requireloginerror",
     "errorcoursecontextnotvalid",
@@ -174,30 +175,71 @@ class MoodleClient:
         )
 
     # ---------------------------------------------------------------- calls
-    def call(self, function: str, params: Optional[Mapping[str, Any]] = None) -> Any:
-        """Call one web-service function; returns the decoded JSON or raises a typed MoodleError."""
+    def call(self, function: str, params: Optional[Mapping[str, Any]] = None, *, needs: Optional[str] = None) -> Any:
+        """Call one web-service function; returns the decoded JSON or raises a typed MoodleError.
+
+        `needs` names what the token's role must hold when Moodle refuses (default: settings.CAPABILITIES).
+        """
         self.stats.count_call(function)
         token = self.token()
         try:
-            return self._call_once(function, params, token)
+            return self._call_once(function, params, token, needs)
         except MoodleInvalidTokenError:
-            if not (self.config.username and self.config.password):
+            return self._renew_and_retry(function, params, token, needs, expired=False)
+        except MoodleAccessError as exc:
+            if exc.errorcode != "accessexception":
                 raise
-            with self._token_lock:  # token revoked or expired: log in again once
-                if self._token == token:
-                    self._token = None
-            return self._call_once(function, params, self.token())
+            return self._after_access_exception(function, params, token, needs, exc)
 
-    def _call_once(self, function: str, params: Optional[Mapping[str, Any]], token: str) -> Any:
-        body = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json")]
+    def _renew_and_retry(self, function: str, params: Optional[Mapping[str, Any]], token: str, needs: Optional[str],
+                         expired: bool) -> Any:
+        if not (self.config.username and self.config.password):
+            raise self._fail(MoodleInvalidTokenError(
+                f"Moodle refused {function}: it no longer accepts the token ({'it expired: Moodle deletes a token past its valid-until date' if expired else 'unknown, expired or revoked'}). "
+                "Issue a new one and set SOURCES__MOODLE__TOKEN (or configure USERNAME/PASSWORD so the connector can).",
+                function=function, errorcode="invalidtoken"))
+        with self._token_lock:  # token revoked or expired: log in again once
+            if self._token == token:
+                self._token = None
+        return self._call_once(function, params, self.token(), needs)
+
+    def _after_access_exception(self, function: str, params: Optional[Mapping[str, Any]], token: str,
+                                needs: Optional[str], original: MoodleAccessError) -> Any:
+        """`accessexception` means one of: the function is not in the token's service, the token expired (on its
+        first use after the date Moodle deletes it), the user is suspended or lacks webservice/rest:use, or an IP or
+        time restriction. Moodle names the reason only in debuginfo, sent only with debugging on, so ask again."""
+        try:
+            info = self._call_once(settings.FN_SITE_INFO, None, token, None)
+        except MoodleInvalidTokenError:
+            return self._renew_and_retry(function, params, token, needs, expired=True)
+        except MoodleAccessError as again:
+            if again.errorcode != "accessexception":
+                raise
+            raise self._fail(MoodleAccessError(
+                "Moodle refuses every call with this token (accessexception). Its user may be suspended or lack "
+                "webservice/rest:use, or the token or its service is restricted to other IP addresses: check the "
+                "token under Site administration > Server > Web services > Manage tokens.",
+                function=function, errorcode="accessexception", exception=original.exception)) from None
+        if function not in {f.get("name") for f in info.get("functions") or []}:
+            raise self._fail(MoodleFunctionNotAvailableError(
+                f"Moodle refused {function}: it is not in the web service the token belongs to. Add it "
+                "(Site administration > Server > Web services > External services > Functions).",
+                function=function, errorcode="accessexception", exception=original.exception))
+        raise self._fail(MoodleAccessError(
+            f"Moodle refused {function} (accessexception) though the service lists it: the token is probably "
+            "restricted to other IP addresses, or its service to authorised users. Check the token and the service.",
+            function=function, errorcode="accessexception", exception=original.exception))
+
+    def _call_once(self, function: str, params: Optional[Mapping[str, Any]], token: str, needs: Optional[str]) -> Any:
+        body = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json"), *settings.CALL_SETTINGS]
         body += encode_params(params or {})
         response = self._post(self._rest_url, function, body, query={"wsfunction": function})
         data = self._parse_json(response, function)
         if isinstance(data, dict) and "exception" in data:
-            raise self._fail(self._api_error(function, data))
+            raise self._fail(self._api_error(function, data, needs))
         if isinstance(data, dict):
             for warning in data.get("warnings") or []:
-                logger.warning(
+                logger.info(
                     self.redact(
                         f"{function}: Moodle warning {warning.get('warningcode')} on {warning.get('item')} "
                         f"{warning.get('itemid')}: {warning.get('message')}"
@@ -290,9 +332,9 @@ class MoodleClient:
                 "off by a proxy or a PHP error). Try again; if it persists, check the Moodle server's error log."
             )) from None
 
-    def _api_error(self, function: str, body: Dict[str, Any]) -> MoodleError:
+    def _api_error(self, function: str, body: Dict[str, Any], needs: Optional[str] = None) -> MoodleError:
         code = str(body.get("errorcode") or "")
-        exception = str(body.get("exception") or "")
+        exception = str(body.get("exception") or "")  # 4.5 sends core\\exception\\..., older versions plain names
         message = str(body.get("message") or "")
         kwargs = dict(function=function, errorcode=code, exception=exception)
         said = f"Moodle refused {function} (errorcode {code}: {message})"
@@ -303,16 +345,13 @@ class MoodleClient:
             )
         if code == "sitemaintenance":
             return MoodleMaintenanceError(f"{said}. The site is in maintenance mode: try again later.")
-        if code == "accessexception" and "function" in (message + str(body.get("debuginfo", ""))).lower():
-            return MoodleFunctionNotAvailableError(
-                f"{said}. Add {function} to the web service the token belongs to "
-                "(Site administration > Server > Web services > External services > Functions).",
-                **kwargs,
-            )
+        if code == "accessexception":
+            return MoodleAccessError(said, **kwargs)  # call() asks again to tell which of its causes it was
         if code in _ACCESS_CODES:
+            capability = needs or settings.CAPABILITIES.get(function, "the capabilities listed for this function")
             return MoodleAccessError(
-                f"{said}. The token's user lacks a capability or the token is restricted: check the role of the "
-                "web-service user (it needs the capabilities listed for this function) and the token's IP/validity limits.",
+                f"{said}. The token's user lacks the capability {capability}: add it to their role (see the README, "
+                "\"The Moodle role\"), or leave the course out with SOURCES__MOODLE__COURSE_IDS / CATEGORY_IDS.",
                 **kwargs,
             )
         if code == "invalidparameter":

@@ -37,6 +37,8 @@ class MoodleSettings:
     max_retry_delay: float = settings.DEFAULT_MAX_RETRY_DELAY
     allow_insecure_http: bool = False
     full_refresh: bool = False
+    allow_hidden: Tuple[str, ...] = ()  # gaps to accept: settings.ACCEPTABLE_GAPS
+    due_date_overrides: bool = False  # read per-student overrides (one call per student and assignment)
 
     @classmethod
     def build(
@@ -48,6 +50,7 @@ class MoodleSettings:
         course_ids: Optional[Sequence[int]] = None,
         category_ids: Optional[Sequence[int]] = None,
         student_roles: Optional[Sequence[str]] = None,
+        allow_hidden: Optional[Sequence[str]] = None,
         **options: object,
     ) -> "MoodleSettings":
         """Normalise and validate; raises MoodleConfigError naming the setting to fix."""
@@ -68,6 +71,7 @@ class MoodleSettings:
             course_ids=_int_tuple(course_ids, "course_ids"),
             category_ids=_int_tuple(category_ids, "category_ids"),
             student_roles=tuple(student_roles or settings.DEFAULT_STUDENT_ROLES),
+            allow_hidden=_gap_names(allow_hidden),
             **{k: v for k, v in options.items() if v is not None},  # type: ignore[arg-type]
         )
         for name in ("max_concurrency", "page_size", "user_batch_size", "max_attempts"):
@@ -111,6 +115,21 @@ def normalise_base_url(base_url: Optional[str], allow_insecure_http: bool) -> st
             f"{_env('allow_insecure_http')}=true if this is a test server you trust."
         )
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _gap_names(values: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [v.strip() for v in values.replace(";", ",").split(",")]
+    names = tuple(sorted({str(v).strip() for v in values if str(v).strip()}))
+    unknown = [n for n in names if n not in settings.ACCEPTABLE_GAPS]
+    if unknown:
+        raise MoodleConfigError(
+            f"{_env('allow_hidden')} names {unknown}: the gaps a run can accept are "
+            f"{', '.join(settings.ACCEPTABLE_GAPS)}."
+        )
+    return names
 
 
 def _int_tuple(values: Optional[Sequence[int]], name: str) -> Tuple[int, ...]:

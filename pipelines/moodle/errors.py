@@ -64,6 +64,18 @@ class MoodleAccessError(MoodleAPIError):
     """The token's user lacks a capability, or the token is restricted (IP, validity, suspended user)."""
 
 
+class MoodleDataGapError(MoodleError):
+    """Moodle answered, but left out data the cases need (hidden fields, invisible users, one group only).
+
+    Raised instead of loading tables that would look complete; `fix` names the capability or site setting.
+    """
+
+    def __init__(self, message: str, *, code: str, fix: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fix = fix
+
+
 class MoodleFunctionNotAvailableError(MoodleAPIError):
     """The web service behind the token does not include a function the connector needs."""
 

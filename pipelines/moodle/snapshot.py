@@ -6,7 +6,10 @@ Moodle has no "changed since" filter for enrolments, grades, completion or cours
 record when each user last touched the site and each course. Anything that can change a student's
 progress, a grade or a course's contents happens through someone's access (a student's attempt, a
 teacher's grading or editing), so per-student and per-course detail is re-fetched only where an access
-time moved past the previous run's watermark.
+time moved past that course's watermark from the previous run.
+
+It is also where the run refuses to load data Moodle silently thinned out for this token's user (see
+gaps.py): a run either loads what the cases need or stops naming the capability or setting to change.
 """
 
 from __future__ import annotations
@@ -14,16 +17,20 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from . import settings
 from .client import MoodleClient
 from .config import MoodleSettings
 from .errors import MoodleConfigError, MoodleFunctionNotAvailableError
+from .gaps import Gaps
 from .params import options_list
 
-WATERMARK_KEY = "activity_watermark"
-KNOWN_COURSES_KEY = "known_courses"
+COURSE_MARKS_KEY = "course_watermarks"
+SUBMISSION_SINCE_KEY = "submission_since"
+# state of runs before per-course watermarks: read once, so an upgrade does not re-fetch everything
+LEGACY_WATERMARK_KEY = "activity_watermark"
+LEGACY_KNOWN_COURSES_KEY = "known_courses"
 
 
 @dataclass
@@ -34,13 +41,14 @@ class Enrolment:
     role_ids: Tuple[int, ...]
     is_student: bool
     is_active: bool
-    lastaccess: int
-    lastcourseaccess: int
+    lastaccess: Optional[int]  # None: Moodle hid it ("Hide user fields"), which is unknown, not never
+    lastcourseaccess: Optional[int]
+    group_ids: Tuple[int, ...] = ()
 
 
 @dataclass
 class Watermark:
-    """The latest access time seen in a run, plus the keys seen exactly at it (so a tie is not lost)."""
+    """The latest access time seen in a course, plus the keys seen exactly at it (so a tie is not lost)."""
 
     at: int = -1
     keys: Set[str] = field(default_factory=set)
@@ -54,6 +62,9 @@ class Watermark:
         elif when == self.at:
             self.keys.add(key)
 
+    def copy(self) -> "Watermark":
+        return Watermark(self.at, set(self.keys))
+
     def to_state(self) -> Dict[str, Any]:
         return {"at": self.at, "keys": sorted(self.keys)}
 
@@ -64,15 +75,50 @@ class Watermark:
         return cls(at=int(value["at"]), keys=set(value.get("keys") or ()))
 
 
+@dataclass
+class Cursor:
+    """A course's `since` for mod_assign_get_submissions, with the ids seen at that very second: Moodle's filter is
+    `timemodified >= since`, so those come again and are skipped."""
+
+    since: int = 0
+    ids: Set[int] = field(default_factory=set)
+
+    @classmethod
+    def after(cls, since: int, seen: Set[int], rows: Sequence[Dict[str, Any]]) -> "Cursor":
+        newest = max([since, *(int(r["timemodified"] or 0) for r in rows)])
+        at_newest = {int(r["id"]) for r in rows if int(r["timemodified"] or 0) == newest}
+        return cls(newest, at_newest | set(seen) if newest == since else at_newest)
+
+    def to_state(self) -> List[Any]:
+        return [self.since, sorted(self.ids)]
+
+    @classmethod
+    def from_state(cls, value: Any) -> "Cursor":
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return cls(int(value[0]), {int(i) for i in value[1]})
+        return cls(int(value or 0))
+
+
+def previous_marks(state: Dict[str, Any], full_refresh: bool) -> Dict[int, Watermark]:
+    """Each course's watermark from the last run that read it. A run limited to some courses moves only theirs,
+    so grading in another course is still found by the next full run."""
+    if full_refresh:
+        return {}
+    marks = {int(k): m for k, v in (state.get(COURSE_MARKS_KEY) or {}).items() if (m := Watermark.from_state(v))}
+    legacy = Watermark.from_state(state.get(LEGACY_WATERMARK_KEY))
+    if not marks and legacy is not None:
+        marks = {int(c): legacy.copy() for c in state.get(LEGACY_KNOWN_COURSES_KEY) or ()}
+    return marks
+
+
 class MoodleSnapshot:
     def __init__(self, client: MoodleClient, config: MoodleSettings, state: Dict[str, Any]) -> None:
         self.client = client
         self.config = config
         self.state = state
         self.extracted_at = datetime.now(timezone.utc)
-        self.previous: Optional[Watermark] = None if config.full_refresh else Watermark.from_state(state.get(WATERMARK_KEY))
-        # courses whose detail an earlier run fetched; a course added to the selection since is fetched in full
-        self.known_courses: Set[int] = set(state.get(KNOWN_COURSES_KEY) or ()) if self.previous else set()
+        self.previous = previous_marks(state, config.full_refresh)
+        self.gaps = Gaps(config.allow_hidden)
         self._lock = threading.RLock()
         self._site_info: Optional[dict] = None
         self._categories: Optional[List[dict]] = None
@@ -95,7 +141,7 @@ class MoodleSnapshot:
             raise self.client._fail(MoodleFunctionNotAvailableError(
                 f"The Moodle web service behind this token lacks {', '.join(missing)}, needed for the "
                 f"'{resource}' table. Add it to the service (Site administration > Server > Web services > "
-                "External services > Functions), or leave that table out.",
+                "External services > Functions).",
                 function=missing[0], errorcode="functionmissing",
             ))
 
@@ -107,23 +153,44 @@ class MoodleSnapshot:
             return self._categories
 
     def courses(self) -> List[dict]:
-        """Selected courses, without the site front page; unknown configured ids are an error."""
+        """Selected courses, asked for in the scope the token may read: by id, by category, or all it can open."""
         with self._lock:
             if self._courses is None:
-                params = {"options": {"ids": list(self.config.course_ids)}} if self.config.course_ids else {}
-                courses = [c for c in self.client.call(settings.FN_COURSES, params) if c["id"] != settings.SITE_COURSE_ID]
                 if self.config.course_ids:
-                    missing = sorted(set(self.config.course_ids) - {c["id"] for c in courses})
+                    answers = [self._courses_by_field("ids", ",".join(map(str, self.config.course_ids)))]
+                elif self.config.category_ids:
+                    wanted = sorted(self._categories_with_descendants(self.config.category_ids))
+                    answers = [a for _, a in self.client.fan_out(wanted, lambda c: self._courses_by_field("category", c))]
+                else:
+                    answers = [self._courses_by_field("", "")]
+                courses = {c["id"]: c for a in answers for c in a.get("courses") or [] if c["id"] != settings.SITE_COURSE_ID}
+                if self.config.course_ids:
+                    missing = sorted(set(self.config.course_ids) - set(courses))
                     if missing:
                         raise MoodleConfigError(
-                            f"SOURCES__MOODLE__COURSE_IDS names courses Moodle does not have (or the token cannot "
-                            f"see): {missing}. Remove them from the setting."
+                            f"SOURCES__MOODLE__COURSE_IDS names courses Moodle does not have, or hides from the token's "
+                            f"user: {missing}. Remove them from the setting, or give the role "
+                            "moodle/course:viewhiddencourses if they are hidden courses."
                         )
-                if self.config.category_ids:
-                    wanted = self._categories_with_descendants(self.config.category_ids)
-                    courses = [c for c in courses if c.get("categoryid") in wanted]
-                self._courses = sorted(courses, key=lambda c: c["id"])
+                self._courses = sorted(courses.values(), key=lambda c: c["id"])
+                self._refuse_courses_it_cannot_open(self._courses)
             return self._courses
+
+    def _courses_by_field(self, field_name: str, value: Any) -> dict:
+        return self.client.call(settings.FN_COURSES, {"field": field_name, "value": value})
+
+    def _refuse_courses_it_cannot_open(self, courses: Sequence[dict]) -> None:
+        """core_course_get_courses_by_field answers a course the user may not enter with its public part only
+        (no `format`, no `visible`): its enrolments, grades and contents would all be refused later."""
+        closed = [c["id"] for c in courses if "visible" not in c or "format" not in c]
+        if closed:
+            self.gaps.fail(
+                "courses_closed",
+                f"The token's user cannot open {len(closed)} of the selected courses ({_ids(closed)}): Moodle "
+                "shows it their public description only.",
+                "give the role moodle/course:view at system level (or on their category), or limit the run with "
+                "SOURCES__MOODLE__COURSE_IDS / CATEGORY_IDS to the courses it can open",
+            )
 
     def _categories_with_descendants(self, roots: Tuple[int, ...]) -> Set[int]:
         categories = self.categories()
@@ -131,7 +198,8 @@ class MoodleSnapshot:
         unknown = sorted(set(roots) - known)
         if unknown:
             raise MoodleConfigError(
-                f"SOURCES__MOODLE__CATEGORY_IDS names categories Moodle does not have: {unknown}. Remove them."
+                f"SOURCES__MOODLE__CATEGORY_IDS names categories Moodle does not have, or hides from the token's user: "
+                f"{unknown}. Remove them, or give the role moodle/category:viewhiddencategories if they are hidden."
             )
         wanted = set(roots)
         for category in categories:
@@ -140,13 +208,18 @@ class MoodleSnapshot:
                 wanted.add(category["id"])
         return wanted
 
+    def course(self, course_id: int) -> dict:
+        return next(c for c in self.courses() if c["id"] == course_id)
+
     # ------------------------------------------------------------------ enrolments
     def enrolments(self) -> Dict[int, List[Enrolment]]:
         """Every (user, course) pair of the selected courses, fetched once per run for all resources."""
         with self._lock:
             if self._enrolments is None:
                 self._enrolments = {c["id"]: rows for c, rows in self.client.fan_out(self.courses(), self._course_enrolments)}
-                self._store_watermark()
+                self._check_nobody_left_out()
+                self._check_access_times()
+                self._store_watermarks()
             return self._enrolments
 
     def _course_enrolments(self, course: dict) -> List[Enrolment]:
@@ -165,12 +238,15 @@ class MoodleSnapshot:
                 role_ids=tuple(int(r.get("roleid", 0)) for r in roles),
                 is_student=bool(student_roles.intersection(shortnames)),
                 is_active=user["id"] in active,
-                lastaccess=int(user.get("lastaccess") or 0),
-                lastcourseaccess=int(user.get("lastcourseaccess") or 0),
+                lastaccess=_time(user.get("lastaccess")),
+                lastcourseaccess=_time(user.get("lastcourseaccess")),
+                group_ids=tuple(sorted(int(g["id"]) for g in user.get("groups") or [])),
             ))
         return rows
 
     def _paged_users(self, course_id: int, userfields: str, onlyactive: Optional[int]) -> List[dict]:
+        """Pages until an empty one: Moodle pages in SQL, then drops in PHP the users the caller may not see, so a
+        page can come back short in the middle of the list (enrol/externallib.php get_enrolled_users)."""
         size = self.config.page_size
         users: List[dict] = []
         offset = 0
@@ -178,31 +254,96 @@ class MoodleSnapshot:
             page = self.client.call(settings.FN_ENROLLED_USERS, {
                 "courseid": course_id,
                 "options": options_list(onlyactive=onlyactive, userfields=userfields, limitfrom=offset, limitnumber=size),
-            }) or []
-            users.extend(page)
-            if len(page) < size:
+            }, needs=settings.CAP_ENROLREVIEW if onlyactive else None) or []
+            if not page:
                 return users
+            users.extend(page)
             offset += size
 
-    # ------------------------------------------------------------------ incrementality
-    def _store_watermark(self) -> None:
-        mark = Watermark(at=self.previous.at, keys=set(self.previous.keys)) if self.previous else Watermark()
-        for rows in self._enrolments.values():  # type: ignore[union-attr]
+    def _check_nobody_left_out(self) -> None:
+        """Moodle leaves out, without a word, users the caller may not see (no moodle/user:viewdetails) and, in a
+        separate-groups course, everyone outside the caller's groups. core_enrol_get_users_courses counts a
+        course's enrolments without either filter, so one call per few courses proves each list whole."""
+        by_course = self._enrolments or {}
+        counts = self._enrolment_counts(by_course)
+        short = {cid: n for cid, n in counts.items() if n > len(by_course[cid])}
+        for cid in list(short):  # someone may have enrolled while the run read the lists: read those once more
+            by_course[cid] = self._course_enrolments(self.course(cid))
+            if len(by_course[cid]) >= short[cid]:
+                del short[cid]
+        if short:
+            separate = [c for c in short if self.course(c).get("groupmode") == 1]
+            self.gaps.fail(
+                "enrolments_hidden",
+                "Moodle showed the token's user only part of the enrolments of "
+                + "; ".join(f"course {c} ({len(by_course[c])} of {n})" for c, n in sorted(short.items())[:10])
+                + ". Loading them would close the cases of everyone left out.",
+                "give the role moodle/user:viewdetails"
+                + (f" and {settings.CAP_ALLGROUPS} (courses {_ids(separate)} use separate groups)" if separate else ""),
+            )
+
+    def _enrolment_counts(self, by_course: Dict[int, List[Enrolment]]) -> Dict[int, int]:
+        """Enrolment counts per course from as few users' course lists as cover every course (greedy)."""
+        courses_of: Dict[int, Set[int]] = {}
+        for cid, rows in by_course.items():
             for e in rows:
-                mark.observe(e.lastcourseaccess, f"c{e.course_id}u{e.user_id}")
-                mark.observe(e.lastaccess, f"u{e.user_id}")
-        self.state[WATERMARK_KEY] = mark.to_state()
-        self.state[KNOWN_COURSES_KEY] = sorted(self.known_courses | set(self._enrolments))  # type: ignore[arg-type]
+                courses_of.setdefault(e.user_id, set()).add(cid)
+        uncovered = {cid for cid, rows in by_course.items() if rows}
+        # hidden courses are left out of a student's list, so teachers come first there
+        ranked = sorted(courses_of, key=lambda u: (-len(courses_of[u]), u))
+        chosen: List[int] = []
+        for uid in ranked:
+            if not uncovered:
+                break
+            if courses_of[uid] & uncovered:
+                chosen.append(uid)
+                uncovered -= courses_of[uid]
+        counts: Dict[int, int] = {}
+
+        def fetch(uid: int) -> List[dict]:
+            return self.client.call(settings.FN_USERS_COURSES, {"userid": uid, "returnusercount": 1}) or []
+
+        for _, listed in self.client.fan_out(chosen, fetch):
+            for c in listed:
+                if c["id"] in by_course and "enrolledusercount" in c:
+                    counts[c["id"]] = int(c["enrolledusercount"])
+        return counts
+
+    def _check_access_times(self) -> None:
+        """"Hide user fields" with lastaccess leaves both access times out unless the role holds
+        moodle/course:viewhiddenuserfields: engagement then has nothing to go on."""
+        hidden = [e for e in self.all_enrolments() if e.lastcourseaccess is None]
+        if hidden:
+            self.gaps.report(
+                settings.GAP_LAST_ACCESS,
+                f"Moodle hid the last access of {len(hidden)} enrolments from the token's user: engagement cannot "
+                "tell an inactive student from one who never started, and every run re-reads those courses in full.",
+                "give the role moodle/course:viewhiddenuserfields, or take lastaccess out of Site administration > Users "
+                "> Permissions > User policies > Hide user fields",
+            )
+
+    # ------------------------------------------------------------------ incrementality
+    def _store_watermarks(self) -> None:
+        marks = dict(self.state.get(COURSE_MARKS_KEY) or {})  # courses outside this run keep theirs
+        for course_id, rows in (self._enrolments or {}).items():
+            mark = self.previous[course_id].copy() if course_id in self.previous else Watermark()
+            for e in rows:
+                if e.lastcourseaccess is not None:
+                    mark.observe(e.lastcourseaccess, f"c{e.user_id}")
+                if e.lastaccess is not None:
+                    mark.observe(e.lastaccess, f"s{e.user_id}")
+            marks[str(course_id)] = mark.to_state()
+        self.state[COURSE_MARKS_KEY] = marks
+        self.state.pop(LEGACY_WATERMARK_KEY, None)
+        self.state.pop(LEGACY_KNOWN_COURSES_KEY, None)
 
     def pair_changed(self, e: Enrolment) -> bool:
-        return (
-            self.previous is None
-            or e.course_id not in self.known_courses
-            or self.previous.is_after(e.lastcourseaccess, f"c{e.course_id}u{e.user_id}")
-        )
+        mark = self.previous.get(e.course_id)
+        return mark is None or e.lastcourseaccess is None or mark.is_after(e.lastcourseaccess, f"c{e.user_id}")
 
     def user_changed(self, e: Enrolment) -> bool:
-        return self.previous is None or self.previous.is_after(e.lastaccess, f"u{e.user_id}")
+        mark = self.previous.get(e.course_id)
+        return mark is None or e.lastaccess is None or mark.is_after(e.lastaccess, f"s{e.user_id}")
 
     def all_enrolments(self) -> Iterator[Enrolment]:
         for rows in self.enrolments().values():
@@ -211,7 +352,7 @@ class MoodleSnapshot:
     def changed_courses(self) -> List[dict]:
         """Courses someone (student or teacher) entered since the last run: grades and contents may differ."""
         by_id = self.enrolments()
-        return [c for c in self.courses() if c["id"] not in self.known_courses or any(self.pair_changed(e) for e in by_id[c["id"]])]
+        return [c for c in self.courses() if c["id"] not in self.previous or any(self.pair_changed(e) for e in by_id[c["id"]])]
 
     def changed_students(self) -> List[int]:
         """Students with an active enrolment whose site or course access moved since the last run."""
@@ -232,22 +373,147 @@ class MoodleSnapshot:
     def user_ids(self) -> List[int]:
         return sorted({e.user_id for e in self.all_enrolments()})
 
+    def student_ids(self) -> Set[int]:
+        return {e.user_id for e in self.all_enrolments() if e.is_student}
+
+    # ------------------------------------------------------------------ profiles
+    def check_profiles(self, missing: List[int], seen: Dict[str, int], students: int) -> None:
+        """core_user_get_users_by_field skips users the caller may not see, and each profile field follows its own
+        rule (user/lib.php user_get_user_details): absent is hidden, or empty, never said which."""
+        active = {e.user_id for e in self.all_enrolments() if e.is_active}
+        if set(missing) & active:
+            lost = sorted(set(missing) & active)
+            self.gaps.fail(
+                "profiles_hidden",
+                f"Moodle returned no profile for {len(lost)} enrolled users (ids {_ids(lost)}).",
+                "give the role moodle/user:viewdetails and moodle/user:viewhiddendetails at system level",
+            )
+        if missing:  # a course role sees profiles through active enrolments only (user_get_user_details_courses)
+            self.gaps.warn(
+                "inactive_profiles_hidden",
+                f"Moodle returned no profile for {len(missing)} users whose enrolments are all suspended or ended "
+                f"(ids {_ids(missing)}): their cases close from the enrolment alone.",
+                "give the role moodle/user:viewdetails at system level",
+            )
+        if not students:
+            return
+        if not (seen.get("phone1") or seen.get("phone2")):
+            self.gaps.report(
+                settings.GAP_PHONES,
+                f"None of the {students} students' profiles shows a phone number: Moodle shows phone1 and phone2 only "
+                "to a site admin, or when \"Show user identity\" lists them and the role holds "
+                "moodle/site:viewuseridentity. SMS phones would all come out empty.",
+                "add phone1 and phone2 to Site administration > Users > Permissions > User policies > Show user "
+                "identity, and give the role moodle/site:viewuseridentity (if your students really have no phone "
+                "numbers, accept the gap)",
+            )
+        for field_name, code, fix in (
+            ("firstname", settings.GAP_NAMES, "give the role moodle/site:viewfullnames"),
+            ("email", settings.GAP_EMAILS, "add email to Show user identity and give the role moodle/site:viewuseridentity"),
+            ("username", settings.GAP_USERNAMES, "give the role moodle/user:viewalldetails"),
+        ):
+            if not seen.get(field_name):
+                self.gaps.warn(code, f"No student profile shows a {field_name}: that column stays empty.", fix)
+
+    def check_progress(self, tracked_rows: int, with_progress: int) -> None:
+        """Course progress comes only with report/completion:view (completion_can_view_data)."""
+        if tracked_rows and not with_progress:
+            self.gaps.warn(settings.GAP_PROGRESS,
+                           f"Moodle gave no course progress for any of {tracked_rows} enrolments in completion-tracked "
+                           "courses: course_progress_percent stays empty.", "give the role report/completion:view")
+
+    # ------------------------------------------------------------------ grades
+    def check_grade_report(self, course: dict, report: dict) -> None:
+        """The grade report lists the active students of one group only, when the caller lacks accessallgroups
+        in a course with groups (a web-service call's active group is the first; lib/grouplib.php)."""
+        expected = {e.user_id for e in self.enrolments()[course["id"]] if e.is_student and e.is_active}
+        listed = {int(u["userid"]) for u in report.get("usergrades") or []}
+        missing = expected - listed
+        if missing and report.get("usergrades") is not None:
+            grouped = bool(course.get("groupmode"))
+            self.gaps.fail(
+                "grades_hidden",
+                f"Moodle's grade report for course {course['id']} left out {len(missing)} of its {len(expected)} active "
+                f"students (user ids {_ids(sorted(missing))}).",
+                f"give the role {settings.CAP_ALLGROUPS}" if grouped else
+                "check that their role is a graded role (Site administration > Grades > General settings > Graded "
+                "roles), or set SOURCES__MOODLE__STUDENT_ROLES to the roles that are",
+            )
+
     # ------------------------------------------------------------------ assignments
     def assignments(self) -> List[dict]:
-        """Assignments of the selected courses, `DEFAULT_COURSE_BATCH_SIZE` courses per call."""
+        """Assignments of the selected courses, `DEFAULT_COURSE_BATCH_SIZE` courses per call.
+
+        includenotenrolledcourses=1: without it Moodle answers only courses the token's user is enrolled in,
+        and an integration user is enrolled in none (mod/assign/externallib.php get_assignments).
+        """
         with self._lock:
             if self._assignments is None:
                 ids = [c["id"] for c in self.courses()]
                 size = settings.DEFAULT_COURSE_BATCH_SIZE
                 batches = [ids[i: i + size] for i in range(0, len(ids), size)]
                 rows: List[dict] = []
-                for _, answer in self.client.fan_out(
-                    batches, lambda batch: self.client.call(settings.FN_ASSIGNMENTS, {"courseids": batch})
-                ):
+                for _, answer in self.client.fan_out(batches, lambda batch: self.client.call(
+                        settings.FN_ASSIGNMENTS, {"courseids": batch, "includenotenrolledcourses": 1})):
+                    self._refuse_assignment_warnings(answer.get("warnings") or [])
                     for course in answer.get("courses") or []:
                         for a in course.get("assignments") or []:
                             rows.append({"id": a["id"], "course_id": course["id"], **{k: a.get(k) for k in (
                                 "cmid", "name", "duedate", "cutoffdate", "allowsubmissionsfromdate",
-                                "gradingduedate", "timemodified", "nosubmissions")}})
+                                "gradingduedate", "timemodified", "nosubmissions", "teamsubmission",
+                                "preventsubmissionnotingroup")}})
                 self._assignments = rows
             return self._assignments
+
+    def _refuse_assignment_warnings(self, warnings: List[dict]) -> None:
+        courses = [w.get("itemid") for w in warnings if w.get("item") == "course"]
+        modules = [w.get("itemid") for w in warnings if w.get("item") == "module"]
+        if courses:
+            self.gaps.fail("assignments_hidden",
+                           f"mod_assign_get_assignments refused courses {_ids(courses)} (not enrolled, no access).",
+                           "give the role moodle/course:view")
+        if modules:
+            self.gaps.fail("assignments_hidden",
+                           f"mod_assign_get_assignments refused assignments with course module ids {_ids(modules)}.",
+                           "give the role mod/assign:view")
+
+    def assignment_warnings(self, function: str, answer: dict) -> None:
+        """get_submissions and get_user_flags answer an assignment the caller may not grade with warning 1."""
+        refused = [w.get("itemid") for w in answer.get("warnings") or [] if str(w.get("warningcode")) == "1"]
+        if refused:
+            self.gaps.fail("assignments_hidden", f"{function} refused assignments {_ids(refused)}.",
+                           "give the role mod/assign:grade")
+
+    def assignment_batches(self, courses: Sequence[int], since_of: Dict[int, int]) -> List[Tuple[int, List[int], List[int]]]:
+        """(since, course ids, assignment ids) batches: courses with the same cursor share calls, at most
+        DEFAULT_ASSIGNMENT_BATCH_SIZE assignments each, so per-course cursors cost no extra calls in steady state."""
+        by_course: Dict[int, List[int]] = {}
+        for a in self.assignments():
+            if a["course_id"] in courses:
+                by_course.setdefault(a["course_id"], []).append(a["id"])
+        groups: Dict[int, List[int]] = {}
+        for cid in sorted(by_course):
+            groups.setdefault(since_of.get(cid, 0), []).append(cid)
+        batches: List[Tuple[int, List[int], List[int]]] = []
+        size = settings.DEFAULT_ASSIGNMENT_BATCH_SIZE
+        for since, cids in sorted(groups.items()):
+            current: Tuple[List[int], List[int]] = ([], [])
+            for cid in cids:
+                if current[1] and len(current[1]) + len(by_course[cid]) > size:
+                    batches.append((since, *current))
+                    current = ([], [])
+                current[0].append(cid)
+                current[1].extend(by_course[cid])
+            if current[1]:
+                batches.append((since, *current))
+        return batches
+
+
+def _time(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+def _ids(values: Sequence[Any]) -> str:
+    shown = ", ".join(str(v) for v in list(values)[:10])
+    return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
+
