@@ -1,15 +1,36 @@
 -- Missing (due, not submitted) and late (submitted after the due date) assignments per student and course.
+-- The due date is the student's own: their user or group override when the extract reads them, pushed later by
+-- an extension. In a team assignment the group's submission counts for every member.
 with due as (
-    select e.course_id, e.user_id, a.assignment_id, a.due_at
+    select
+        e.course_id,
+        e.user_id,
+        a.assignment_id,
+        greatest(coalesce(dd.due_at, a.due_at), f.extension_due_at) as due_at
     from {{ ref('int_moodle__enrolments') }} as e
     join {{ ref('stg_moodle__assignments') }} as a using (course_id)
+    left join {{ ref('stg_moodle__assignment_due_dates') }} as dd using (assignment_id, user_id)
+    left join {{ ref('stg_moodle__assignment_user_flags') }} as f using (assignment_id, user_id)
     where e.is_student and not a.is_offline
 ),
 
-submitted as (
-    select assignment_id, user_id, max(modified_at) as submitted_at
+own as (
+    select assignment_id, user_id, modified_at as submitted_at
     from {{ ref('stg_moodle__assignment_submissions') }}
-    where submission_status = 'submitted'
+    where submission_status = 'submitted' and user_id <> 0
+),
+
+team as (
+    select s.assignment_id, m.user_id, s.modified_at as submitted_at
+    from {{ ref('stg_moodle__assignment_submissions') }} as s
+    join {{ ref('stg_moodle__assignments') }} as a using (assignment_id)
+    join {{ ref('int_moodle__group_members') }} as m on m.course_id = a.course_id and m.group_id = s.group_id
+    where s.submission_status = 'submitted' and s.user_id = 0
+),
+
+submitted as (
+    select assignment_id, user_id, max(submitted_at) as submitted_at
+    from (select * from own union all select * from team)
     group by assignment_id, user_id
 )
 

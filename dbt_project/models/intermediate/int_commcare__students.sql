@@ -10,7 +10,8 @@ with per_student as (
         ) as owner_id,
         count(case when enrolment_status = 'active' and engagement_status in ('at_risk', 'inactive') then 1 end) as courses_behind,
         count(case when enrolment_status = 'active' and engagement_status = 'inactive' then 1 end) as courses_inactive,
-        count(case when enrolment_status = 'active' and engagement_status = 'not_started' then 1 end) as courses_not_started
+        count(case when enrolment_status = 'active' and engagement_status = 'not_started' then 1 end) as courses_not_started,
+        count(case when enrolment_status = 'active' and engagement_status <> 'unknown' then 1 end) as courses_known
     from {{ ref('int_commcare__student_enrolments') }}
     group by user_id
 )
@@ -35,12 +36,15 @@ select
     ph.phone2 as phone2_raw,
     ph.phone2_e164,
     coalesce(ph.phone1_e164, ph.phone2_e164) as sms_phone,
+    ph.sms_phone_status,
     u.last_site_access_at as last_site_access,
     p.active_course_count,
     case
-        when p.active_course_count = 0 or p.courses_inactive = p.active_course_count then 'inactive'
+        when p.active_course_count = 0 then 'inactive'
+        when p.courses_known = 0 then 'unknown'  -- Moodle hid every last access of this student
+        when p.courses_inactive = p.courses_known then 'inactive'
         when p.courses_behind > 0 then 'at_risk'
-        when p.courses_not_started = p.active_course_count then 'not_started'
+        when p.courses_not_started = p.courses_known then 'not_started'
         else 'active'
     end as engagement_status,
     u.is_suspended as user_suspended,

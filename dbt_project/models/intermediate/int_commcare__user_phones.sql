@@ -1,8 +1,28 @@
--- E.164 numbers for SMS, read in the user's country when typed without a country code.
+-- E.164 numbers for SMS, read in the user's country when typed without a country code, and why a number is missing:
+-- a number Moodle hid from the token's user is not "no phone".
+with hidden as (
+    select count(*) > 0 as phones_hidden
+    from {{ ref('stg_moodle__access_gaps') }}
+    where gap_code = 'phones'
+),
+
+numbers as (
+    select
+        user_id,
+        phone1,
+        phone2,
+        e164(phone1, coalesce(country_code, {{ "'" ~ var('default_phone_region') ~ "'" if var('default_phone_region') else 'null' }})) as phone1_e164,
+        e164(phone2, coalesce(country_code, {{ "'" ~ var('default_phone_region') ~ "'" if var('default_phone_region') else 'null' }})) as phone2_e164
+    from {{ ref('stg_moodle__users') }}
+)
+
 select
-    user_id,
-    phone1,
-    phone2,
-    e164(phone1, coalesce(country_code, {{ "'" ~ var('default_phone_region') ~ "'" if var('default_phone_region') else 'null' }})) as phone1_e164,
-    e164(phone2, coalesce(country_code, {{ "'" ~ var('default_phone_region') ~ "'" if var('default_phone_region') else 'null' }})) as phone2_e164
-from {{ ref('stg_moodle__users') }}
+    n.*,
+    case
+        when coalesce(n.phone1_e164, n.phone2_e164) is not null then 'ok'
+        when hidden.phones_hidden then 'hidden_by_moodle'
+        when coalesce(n.phone1, n.phone2) is not null then 'invalid'
+        else 'none'
+    end as sms_phone_status
+from numbers as n
+cross join hidden

@@ -11,6 +11,7 @@ select
         when not e.is_active then 'suspended'
         else 'active'
     end as enrolment_status,
+    e.is_course_access_known,
     e.last_course_access_at
 from {{ ref('stg_moodle__enrolments') }} as e
 join {{ ref('stg_moodle__enrolment_snapshots') }} as s using (course_id)

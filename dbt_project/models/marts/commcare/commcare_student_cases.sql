@@ -20,6 +20,7 @@ select
     phone2_raw,
     phone2_e164,
     sms_phone,
+    sms_phone_status,
     last_site_access,
     active_course_count,
     engagement_status,

@@ -4,7 +4,7 @@ select
     section_id,
     position as position_in_section,
     modname as module_type,
-    name as module_name,
+    {{ plain_text('name') }} as module_name,
     url as module_url,
     visible = 1 as is_visible,
     completion as completion_tracking,

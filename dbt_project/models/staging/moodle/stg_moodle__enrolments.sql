@@ -4,7 +4,9 @@ select
     roles as role_shortnames,
     is_student,
     is_active,
+    lastcourseaccess is not null as is_course_access_known,  -- NULL: Moodle hid it ("Hide user fields")
     {{ moodle_ts('lastcourseaccess') }} as last_course_access_at,
+    nullif(group_ids, '') as group_ids,
     extracted_at as seen_at
 from {{ source('moodle_raw', 'enrolments') }}
 qualify row_number() over (partition by course_id, user_id order by extracted_at desc) = 1

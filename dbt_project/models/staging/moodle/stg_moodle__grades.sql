@@ -3,16 +3,20 @@ select
     user_id,
     grade_item_id,
     itemtype as item_type,
+    itemtype in ('mod', 'manual') as is_gradable,  -- category subtotals and the course total are not
     itemmodule as item_module,
     cmid as course_module_id,
-    coalesce(itemname, case when itemtype = 'course' then 'Course total' end) as item_name,
+    coalesce({{ plain_text('itemname') }}, case when itemtype = 'course' then 'Course total' end) as item_name,
     graderaw as grade_raw,
-    nullif(gradeformatted, '-') as grade_formatted,
-    grademin as grade_min,
+    nullif({{ plain_text('gradeformatted') }}, '-') as grade_formatted,  -- without the pass/fail icon markup
+    grademin as grade_min,  -- NULL when the course hides ranges
     grademax as grade_max,
-    case when graderaw is not null and grademax > grademin
-         then round((graderaw - grademin) / (grademax - grademin) * 100, 2) end as grade_percent,
-    nullif(lettergradeformatted, '-') as grade_letter,
+    coalesce(
+        case when graderaw is not null and grademax > grademin
+             then round((graderaw - grademin) / (grademax - grademin) * 100, 2) end,
+        try_cast(regexp_extract(percentageformatted, '^\s*([0-9]+(\.[0-9]+)?)', 1) as double)
+    ) as grade_percent,
+    nullif(lettergradeformatted, '-') as grade_letter,  -- only when the user report shows letters
     {{ moodle_ts('gradedategraded') }} as graded_at,
     {{ moodle_ts('gradedatesubmitted') }} as submitted_at,
     coalesce(gradeishidden, false) as is_hidden,

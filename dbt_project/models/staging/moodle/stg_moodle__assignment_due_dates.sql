@@ -1,0 +1,9 @@
+-- Each student's dates with their user or group override applied (only when the extract reads overrides).
+select
+    assignment_id,
+    user_id,
+    {{ moodle_ts('duedate') }} as due_at,
+    {{ moodle_ts('cutoffdate') }} as cutoff_at,
+    extracted_at
+from {{ source('moodle_raw', 'assignment_due_dates') }}
+qualify row_number() over (partition by assignment_id, user_id order by extracted_at desc) = 1
