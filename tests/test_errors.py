@@ -39,7 +39,7 @@ def _fails(warehouse: Warehouse, error: Type[MoodleError], **options: object) ->
     [
         ("invalidtoken", "core_webservice_get_site_info", MoodleInvalidTokenError, "SOURCES__MOODLE__TOKEN"),
         ("nopermissions", "gradereport_user_get_grade_items", MoodleAccessError, "capabilit"),
-        ("accessexception", "core_enrol_get_users_courses", MoodleAccessError, "capabilit"),
+        ("accessexception", "core_enrol_get_users_courses", MoodleAccessError, "IP address"),
         ("invalidparameter", "core_enrol_get_enrolled_users", MoodleInvalidParameterError, "parameter"),
         ("invalidrecord", "core_course_get_contents", MoodleRecordNotFoundError, "no longer exists"),
         ("sitemaintenance", "core_user_get_users_by_field", MoodleMaintenanceError, "maintenance"),
@@ -78,7 +78,7 @@ def test_maintenance_page_is_retried_then_reported(warehouse: Warehouse) -> None
 
 
 def test_html_instead_of_json(warehouse: Warehouse) -> None:
-    warehouse.moodle.inject("html200", function="core_course_get_courses")
+    warehouse.moodle.inject("html200", function="core_course_get_courses_by_field")
     raised = _fails(warehouse, MoodleInvalidResponseError)
     assert "HTML" in str(raised) and "SOURCES__MOODLE__BASE_URL" in str(raised)
 
@@ -89,9 +89,9 @@ def test_invalid_json(warehouse: Warehouse) -> None:
 
 
 def test_persistent_truncation_fails_after_retries(warehouse: Warehouse) -> None:
-    warehouse.moodle.inject("truncate", function="core_course_get_courses", times=10)
+    warehouse.moodle.inject("truncate", function="core_course_get_courses_by_field", times=10)
     _fails(warehouse, MoodleInvalidResponseError, max_attempts=3)
-    assert warehouse.moodle.requests["core_course_get_courses"] == 3
+    assert warehouse.moodle.requests["core_course_get_courses_by_field"] == 3
 
 
 def test_persistent_5xx_fails_as_unavailable(warehouse: Warehouse) -> None:
@@ -115,9 +115,9 @@ def test_transient_faults_are_retried_and_the_run_completes(warehouse: Warehouse
 
 
 def test_slow_answer_times_out_and_is_retried(warehouse: Warehouse) -> None:
-    warehouse.moodle.inject("timeout", function="core_course_get_courses", times=1, seconds=1.5)
+    warehouse.moodle.inject("timeout", function="core_course_get_courses_by_field", times=1, seconds=1.5)
     report = warehouse.extract(request_timeout=0.5)
-    assert report.stats.requests["core_course_get_courses"] == 2
+    assert report.stats.requests["core_course_get_courses_by_field"] == 2
     assert report.table_rows["courses"] == len(warehouse.moodle.school.courses)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, Optional
@@ -11,6 +12,7 @@ import pytest
 
 from emulators.moodle import MoodleEmulator
 from emulators.moodle.school import School
+from emulators.moodle.site import multilang
 from moodle_commcare.demo import OWNER_MAP
 from moodle_commcare.transform import run_dbt, run_transform
 
@@ -61,8 +63,24 @@ def engagement(school: School, course_id: int, user_id: int) -> str:
 
 
 def missing(school: School, course_id: int, user_id: int) -> int:
+    """Past the student's own due date (extension; overrides only when read), no work of theirs or their team's."""
     return sum(1 for a in school.assignments[course_id]
-               if a.duedate < SMALL.now and (school.submission(a, user_id) or ("", 0))[0] != "submitted")
+               if due(school, a, user_id) < SMALL.now and school.submitted_by(a, user_id) is None)
+
+
+def late(school: School, course_id: int, user_id: int) -> int:
+    return sum(1 for a in school.assignments[course_id]
+               if (at := school.submitted_by(a, user_id)) is not None and at > due(school, a, user_id))
+
+
+def due(school: School, a: Any, user_id: int) -> int:
+    """Without SOURCES__MOODLE__DUE_DATE_OVERRIDES the extract knows the assignment's date and the extension."""
+    return max(a.duedate, school.extensions.get((a.id, user_id), 0))
+
+
+def plain(name: Optional[str]) -> Optional[str]:
+    """A stored name as a phone shows it: Moodle's multilang filter for English (the emulator's copy), unescaped."""
+    return None if name is None else html.unescape(multilang(name, "en"))
 
 
 def test_one_student_case_per_student_with_profile_and_phones(built: Warehouse) -> None:
@@ -111,11 +129,13 @@ def test_one_enrolment_case_per_student_enrolment(built: Warehouse) -> None:
         assert row["last_course_access"] == ts(e.lastcourseaccess)
         assert row["engagement_status"] == engagement(s, cid, uid), (cid, uid)
         assert row["missing_submissions"] == missing(s, cid, uid)
+        assert row["late_submissions"] == late(s, cid, uid)
         if not e.active:
             continue  # Moodle reports grades and completion for active enrolments only
-        total = s.course_total(cid, uid)[0]
+        total = None if s.has_hidden_grade(cid, uid) else s.course_total(cid, uid)[0]
         assert row["final_grade_raw"] == (None if total is None else pytest.approx(total, abs=1e-4))
-        graded = sum(1 for i in s.grade_items[cid] if i.itemtype != "course" and s.grade(i, uid)[0] is not None)
+        graded = sum(1 for i in s.grade_items[cid]
+                     if i.itemtype in ("mod", "manual") and not i.hidden and s.grade(i, uid)[0] is not None)
         assert row["graded_items"] == graded
         if course.enablecompletion:
             tracked = [m for m in s.modules[cid] if m.completion]
@@ -127,23 +147,48 @@ def test_one_enrolment_case_per_student_enrolment(built: Warehouse) -> None:
 
 def test_course_without_grade_items_has_no_final_grade(built: Warehouse) -> None:
     s = built.moodle.school
-    empty = [cid for cid, items in s.grade_items.items() if not items]
-    assert empty, "the test school has a course without grade items"
+    empty = [cid for cid, items in s.grade_items.items() if [i.itemtype for i in items] == ["course"]]
+    assert empty, "the test school has a course with nothing graded but the course total"
     rows = [r for r in cases(built, "commcare_enrolment_cases").values() if r["moodle_course_id"] in empty]
     assert rows and all(r["final_grade_raw"] is None and r["graded_items"] == 0 and r["grade_summary"] is None for r in rows)
 
 
 def test_grade_summary_lists_items_for_offline_reading(built: Warehouse) -> None:
+    """Plain text in one language; gradable items only (no category subtotal, no hidden item); ranges where shown."""
     s = built.moodle.school
-    cid, uid = next((c, u) for c, u, e in s.all_enrolments()
-                    if e.role == "student" and e.active and s.grade_items[c] and e.lastcourseaccess)
-    row = cases(built, "commcare_enrolment_cases")[f"{SITE}-e-{cid}-{uid}"]
-    parts = row["grade_summary"].split("; ")
-    items = [i for i in s.grade_items[cid] if i.itemtype != "course"]
-    assert [p.rsplit(": ", 1)[0] for p in parts] == [i.itemname for i in items]
-    for part, item in zip(parts, items):
-        raw = s.grade(item, uid)[0]
-        assert part.rsplit(": ", 1)[1] == f"{'-' if raw is None else format(round(raw, 2), 'g')}/{format(item.grademax, 'g')}"
+    rows = cases(built, "commcare_enrolment_cases")
+    checked = set()
+    for cid, uid, e in s.all_enrolments():
+        if e.role != "student" or not e.active or not e.lastcourseaccess:
+            continue
+        items = [i for i in s.grade_items[cid] if i.itemtype in ("mod", "manual") and not i.hidden]
+        if not items:
+            continue
+        parts = rows[f"{SITE}-e-{cid}-{uid}"]["grade_summary"].split("; ")
+        assert [p.rsplit(": ", 1)[0] for p in parts] == [plain(i.itemname) for i in items]
+        for part, item in zip(parts, items):
+            raw = s.grade(item, uid)[0]
+            if s.courses[cid].showrange:
+                want = f"{'-' if raw is None else format(round(raw, 2), 'g')}/{format(item.grademax, 'g')}"
+            else:  # the course hides ranges: Moodle's formatted grade
+                want = "-" if raw is None else f"{raw:.2f}"
+            assert part.rsplit(": ", 1)[1] == want
+        checked.add((s.courses[cid].showrange, any(i.itemtype == "manual" for i in items),
+                     any(i.itemtype == "category" for i in s.grade_items[cid]),
+                     any(i.hidden for i in s.grade_items[cid]), "multilang" in str([i.itemname for i in items])))
+    assert {c[0] for c in checked} == {True, False}, "courses with and without ranges"
+    assert all(any(c[k] for c in checked) for k in range(1, 5)), "manual, category and hidden items, multilang names"
+
+
+def test_names_are_plain_text_in_one_language(built: Warehouse) -> None:
+    s = built.moodle.school
+    for row in cases(built, "commcare_enrolment_cases").values():
+        course = s.courses[row["moodle_course_id"]]
+        assert row["course_fullname"] == plain(course.fullname)
+        assert "<" not in row["course_fullname"] and "&amp;" not in row["course_fullname"]
+    names = {r["course_fullname"] for r in cases(built, "commcare_enrolment_cases").values()}
+    assert any("Swahili" in n and "Kiswahili" not in n for n in names), "a multi-language name, in English"
+    assert any("&" in n for n in names), "an ampersand, unescaped"
 
 
 def test_users_in_several_courses_have_one_student_case_and_many_enrolments(built: Warehouse) -> None:

@@ -25,7 +25,7 @@ def _tables(wh: Warehouse) -> dict:
 def test_a_failed_run_leaves_tables_and_cursors_as_after_the_last_good_run(warehouse: Warehouse) -> None:
     warehouse.extract()
     before = _tables(warehouse)
-    state_before = make_pipeline(warehouse.path).state["sources"]["moodle"]["activity_watermark"]
+    state_before = make_pipeline(warehouse.path).state["sources"]["moodle"]["course_watermarks"]
     s = warehouse.moodle.school
     cid, uid = next((c, u) for c, u, e in s.all_enrolments() if e.role == "student" and e.active and s.grade_items[c])
     item = next(i for i in s.grade_items[cid] if i.itemtype == "mod")
@@ -36,7 +36,7 @@ def test_a_failed_run_leaves_tables_and_cursors_as_after_the_last_good_run(wareh
     with pytest.raises(MoodleRecordNotFoundError):
         warehouse.extract()
     assert _tables(warehouse) == before, "nothing of the failed run was loaded"
-    assert make_pipeline(warehouse.path).state["sources"]["moodle"]["activity_watermark"] == state_before
+    assert make_pipeline(warehouse.path).state["sources"]["moodle"]["course_watermarks"] == state_before
     warehouse.extract()
     assert warehouse.rows("select graderaw from grades where course_id=? and user_id=? and grade_item_id=?",
                           cid, uid, item.id) == [(3.0,)], "the next good run still sees the change"
@@ -92,7 +92,7 @@ def test_no_secret_lands_in_any_file_a_run_writes(warehouse: Warehouse, tmp_path
 
     with caplog.at_level("DEBUG"):
         warehouse.extract(token=None, username=DEMO_USERNAME, password=DEMO_PASSWORD, service=DEMO_SERVICE)
-        warehouse.moodle.inject("http500", function="core_course_get_courses")
+        warehouse.moodle.inject("http500", function="core_course_get_courses_by_field")
         warehouse.extract(token=warehouse.moodle.token)
         run_transform(warehouse.path, VARS)
         with CommCareEmulator(owners=OWNERS | {"owner-default"}) as hq:

@@ -30,9 +30,9 @@ def test_enrolled_users_are_paged_and_every_page_arrives(tmp_path) -> None:  # t
         wh = Warehouse(moodle, tmp_path / "m.duckdb")
         report = wh.extract(page_size=25)
         sizes = [len(rows) for rows in moodle.school.enrolments.values()]
-        # per course: pages of the full list, then pages of the active-only list
+        # per course: pages of the full list, then of the active-only list, each until an empty page
         active = [sum(1 for e in rows.values() if e.active) for rows in moodle.school.enrolments.values()]
-        want = sum(n // 25 + 1 for n in sizes) + sum(n // 25 + 1 for n in active)
+        want = sum(-(-n // 25) + 1 for n in sizes) + sum(-(-n // 25) + 1 for n in active)
         assert moodle.requests["core_enrol_get_enrolled_users"] == want
         assert report.table_rows["enrolments"] == sum(sizes)
 
@@ -105,14 +105,15 @@ def test_warnings_are_logged_and_data_kept(moodle: MoodleEmulator, caplog) -> No
     from pipelines.moodle.config import MoodleSettings
 
     config = MoodleSettings.build(moodle.base_url, token=moodle.token, allow_insecure_http=True)
-    with caplog.at_level("WARNING", logger="moodle_commcare.moodle"):
-        answer = MoodleClient(config).call("mod_assign_get_assignments", {"courseids": [2, 99999]})
+    with caplog.at_level("INFO", logger="moodle_commcare.moodle"):
+        answer = MoodleClient(config).call("mod_assign_get_assignments",
+                                           {"courseids": [2, 99999], "includenotenrolledcourses": 1})
     assert [c["id"] for c in answer["courses"]] == [2]
     assert any("99999" in r.getMessage() and "mod_assign_get_assignments" in r.getMessage() for r in caplog.records)
 
 
 def test_token_never_reaches_logs(warehouse: Warehouse, caplog) -> None:  # type: ignore[no-untyped-def]
-    warehouse.moodle.inject("http500", function="core_course_get_courses", times=1)
+    warehouse.moodle.inject("http500", function="core_course_get_courses_by_field", times=1)
     warehouse.moodle.inject("invalidtoken", function="core_course_get_contents", times=1)
     from pipelines.moodle.errors import MoodleInvalidTokenError
 
