@@ -22,7 +22,7 @@ from exports.commcare.ledger import HEADER_RE
 from moodle_commcare.transform import run_transform
 
 from .conftest import SMALL, Warehouse, module_warehouse
-from .test_marts import VARS
+from .oracle import VARS
 
 OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
 REPO = Path(__file__).resolve().parent.parent

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import html
 import json
-from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
 import phonenumbers
 import pytest
 
 from emulators.moodle import MoodleEmulator
-from emulators.moodle.school import School
-from emulators.moodle.site import multilang
 from moodle_commcare.demo import OWNER_MAP
 from moodle_commcare.transform import run_dbt, run_transform
 
 from .conftest import SMALL, Warehouse, module_warehouse
+from .oracle import DEFAULT_OWNER, SITE, VARS, engagement, late, missing, owner_of, plain, ts
+from .oracle import cases as oracle_cases
 
-AS_OF = datetime.fromtimestamp(SMALL.now, timezone.utc).replace(tzinfo=None)
-DEFAULT_OWNER = "owner-default"
-VARS = {"as_of": AS_OF.isoformat(sep=" "), "commcare_default_owner_id": DEFAULT_OWNER, "commcare_owner_map": OWNER_MAP}
-SITE = "moodle-moodle-demo-academy-example"
 
 
 @pytest.fixture(scope="module")
@@ -33,54 +27,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
 
 
 def cases(wh: Warehouse, table: str) -> Dict[str, Dict[str, Any]]:
-    with __import__("duckdb").connect(str(wh.path)) as con:
-        cur = con.execute(f"select * from commcare.{table}")
-        names = [d[0] for d in cur.description]
-        return {row[1]: dict(zip(names, row)) for row in cur.fetchall()}
-
-
-def ts(seconds: int) -> Optional[datetime]:
-    return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None) if seconds else None
-
-
-def owner_of(school: School, course_id: int) -> str:
-    if course_id == 2:
-        return "demo-group-biology"
-    path = school.categories[school.courses[course_id].categoryid].path
-    return "demo-location-science" if "1" in path.strip("/").split("/") else DEFAULT_OWNER
-
-
-def engagement(school: School, course_id: int, user_id: int) -> str:
-    e = school.enrolments[course_id][user_id]
-    if not e.lastcourseaccess:
-        return "not_started"
-    days = (AS_OF.date() - ts(e.lastcourseaccess).date()).days  # type: ignore[union-attr]
-    if days > 21:
-        return "inactive"
-    if days > 7 or missing(school, course_id, user_id) >= 2:
-        return "at_risk"
-    return "active"
-
-
-def missing(school: School, course_id: int, user_id: int) -> int:
-    """Past the student's own due date (extension; overrides only when read), no work of theirs or their team's."""
-    return sum(1 for a in school.assignments[course_id]
-               if due(school, a, user_id) < SMALL.now and school.submitted_by(a, user_id) is None)
-
-
-def late(school: School, course_id: int, user_id: int) -> int:
-    return sum(1 for a in school.assignments[course_id]
-               if (at := school.submitted_by(a, user_id)) is not None and at > due(school, a, user_id))
-
-
-def due(school: School, a: Any, user_id: int) -> int:
-    """Without SOURCES__MOODLE__DUE_DATE_OVERRIDES the extract knows the assignment's date and the extension."""
-    return max(a.duedate, school.extensions.get((a.id, user_id), 0))
-
-
-def plain(name: Optional[str]) -> Optional[str]:
-    """A stored name as a phone shows it: Moodle's multilang filter for English (the emulator's copy), unescaped."""
-    return None if name is None else html.unescape(multilang(name, "en"))
+    return oracle_cases(wh.path, table)
 
 
 def test_one_student_case_per_student_with_profile_and_phones(built: Warehouse) -> None:

@@ -15,7 +15,7 @@ from pipelines.moodle.errors import MoodleInvalidTokenError, MoodleRecordNotFoun
 from pipelines.moodle_pipeline import make_pipeline
 
 from .conftest import Warehouse
-from .test_marts import VARS
+from .oracle import VARS
 
 
 def _tables(wh: Warehouse) -> dict:

@@ -69,9 +69,14 @@ class TokenUser:
     site_admin: bool = False
     system_caps: FrozenSet[str] = frozenset()
     course_roles: Dict[int, str] = field(default_factory=dict)  # course id -> role held there (teacher profile)
+    prohibited: FrozenSet[str] = frozenset()  # CAP_PROHIBIT overrides at system level (site admins ignore them)
 
     def can(self, capability: str, course_id: Optional[int] = None) -> bool:
-        if self.site_admin or capability in self.system_caps or capability in AUTHENTICATED:
+        if self.site_admin:
+            return True  # is_siteadmin short-circuits has_capability, prohibits included
+        if capability in self.prohibited:
+            return False
+        if capability in self.system_caps or capability in AUTHENTICATED:
             return True
         role = self.course_roles.get(course_id) if course_id is not None else None
         return role is not None and capability in ARCHETYPES.get(role, frozenset())

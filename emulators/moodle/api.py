@@ -250,10 +250,9 @@ class MoodleAPI:
                 "fullname": self.fmt.string(c.fullname), "displayname": self.fmt.string(c.fullname),
                 "summary": c.summary, "summaryformat": 1, "format": c.format, "startdate": c.startdate,
                 "enddate": c.enddate, "showactivitydates": True, "showcompletionconditions": True,
-                "numsections": self.school.spec.sections,
             }
             if self.caller.can("moodle/course:update", cid):
-                row.update(categorysortorder=10000, idnumber=c.idnumber, showgrades=1, newsitems=5, visible=c.visible,
+                row.update(numsections=self.school.spec.sections, categorysortorder=10000, idnumber=c.idnumber, showgrades=1, newsitems=5, visible=c.visible,
                            maxbytes=0, showreports=0, groupmode=c.groupmode, groupmodeforce=0, defaultgroupingid=0,
                            timecreated=c.timecreated, timemodified=c.timemodified, enablecompletion=c.enablecompletion,
                            completionnotify=0, lang=c.lang, forcetheme="", courseformatoptions=[])
@@ -385,8 +384,7 @@ class MoodleAPI:
                 continue
             if not same and not ((self.caller.can("moodle/course:viewparticipants", cid)
                                   or self.caller.can("moodle/course:enrolreview", cid))
-                                 and self.caller.can("moodle/user:viewdetails", cid)
-                                 and self.people.user_groups_visible(cid, userid)):
+                                 and self.people.can_view_profile(userid, cid)):
                 continue
             e = s.enrolments[cid][userid]
             d: Dict[str, Any] = {
@@ -395,7 +393,10 @@ class MoodleAPI:
             if with_count:
                 d["enrolledusercount"] = len(s.enrolments[cid])
             d.update({"idnumber": course.idnumber, "visible": course.visible, "summary": course.summary,
-                      "summaryformat": 1, "format": course.format, "showgrades": True, "lang": course.lang,
+                      "summaryformat": 1, "format": course.format})
+            if self.site.at_least("4.2"):
+                d["courseimage"] = f"{self.base_url}/pluginfile.php/1/course/generated/course.svg"
+            d.update({"showgrades": True, "lang": course.lang,
                       "enablecompletion": bool(course.enablecompletion), "completionhascriteria": False,
                       "completionusertracked": bool(course.enablecompletion), "category": course.categoryid})
             if course.enablecompletion and (same or self.caller.can("report/completion:view", cid)):
@@ -439,8 +440,8 @@ class MoodleAPI:
                 or self.people.is_course_contact(user.id)):
             return self.people.details(user, None)
         chosen = None
-        for cid in sorted(self.school.roles_of(user.id)):
-            if self.caller.can("moodle/user:viewdetails", cid) and self.people.user_groups_visible(cid, user.id):
+        for cid in sorted(self.school.roles_of(user.id)):  # the last course that allows it wins: no break in Moodle
+            if self.people.can_view_profile(user.id, cid):
                 chosen = cid
         return self.people.details(user, chosen) if chosen is not None else None
 

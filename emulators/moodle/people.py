@@ -83,6 +83,14 @@ class People:
             return mine[0].id
         return allowed[0].id
 
+    def can_view_profile(self, user_id: int, course_id: int) -> bool:
+        """user_can_view_profile($user, $course) (user/lib.php): oneself, a course contact, or view details in the
+        course with the groups rule ($CFG->forceloginforprofiles is on by default)."""
+        if user_id == self.caller.user_id or self.is_course_contact(user_id):
+            return True
+        return ((self.caller.can("moodle/user:viewdetails", course_id) or self.caller.can("moodle/user:viewalldetails", course_id))
+                and user_id in self.school.enrolments[course_id] and self.user_groups_visible(course_id, user_id))
+
     # ------------------------------------------------------------------ identity and hidden fields
     def _identity(self, course_id: Optional[int]) -> Set[str]:
         if not self.caller.can("moodle/site:viewuseridentity", course_id):
@@ -147,15 +155,14 @@ class People:
         if course_id is not None and want("lastcourseaccess") and ("lastaccess" not in hidden or admin):
             e = self.school.enrolments[course_id].get(user.id)
             d["lastcourseaccess"] = e.lastcourseaccess if e else 0
-        if course_id is None:
-            if want("auth") and (me or alldetails):
-                d.update(auth=user.auth, confirmed=bool(user.confirmed), lang=user.lang, theme="", mailformat=1)
-                if site.at_least("4.5"):
-                    d["trackforums"] = 0  # in the default fields from 4.5
-            if want("suspended") and ("suspended" not in hidden or admin):
-                d["suspended"] = bool(user.suspended)
-            if want("timezone") and user.timezone and ("timezone" not in hidden or admin):
-                d["timezone"] = user.timezone
+        if want("auth") and (me or alldetails):
+            d.update(auth=user.auth, confirmed=bool(user.confirmed), lang=user.lang, theme="", mailformat=1)
+            if site.at_least("4.5"):
+                d["trackforums"] = 0  # in the default fields from 4.5
+        if want("suspended") and ("suspended" not in hidden or admin):
+            d["suspended"] = bool(user.suspended)
+        if want("timezone") and user.timezone and ("timezone" not in hidden or admin):
+            d["timezone"] = user.timezone
         for name in ("city", "country"):
             value = getattr(user, name)
             if want(name) and value and (name not in hidden or admin):

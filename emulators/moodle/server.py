@@ -110,7 +110,10 @@ class MoodleEmulator:
         self.latency = latency
         token_user(profile, 0)  # reject an unknown profile now, not on the first request
         self.tokens: Dict[str, Token] = {DEMO_TOKEN: Token(profile, DEMO_SERVICE)}
-        self.logins = {DEMO_USERNAME: (DEMO_PASSWORD, profile)}
+        # username -> (password, token profile); a student may log in but may not create tokens
+        self.logins: Dict[str, Tuple[str, Optional[str]]] = {DEMO_USERNAME: (DEMO_PASSWORD, profile),
+                                                             "student1": (DEMO_PASSWORD, None)}
+        self.prohibited: set = set()
         self.services = {DEMO_SERVICE, "moodle_mobile_app"}
         self.maintenance: Optional[str] = None  # None, "json" (sitemaintenance body) or "html" (503 page)
         self.faults: List[Fault] = []
@@ -160,6 +163,11 @@ class MoodleEmulator:
 
     def revoke_token(self, token: str = DEMO_TOKEN) -> None:
         self.tokens.pop(token, None)
+
+    def prohibit(self, *capabilities: str) -> None:
+        """Take capabilities from every token user (a Prohibit override at system level), e.g. to emulate a role
+        made without moodle/site:accessallgroups."""
+        self.prohibited |= set(capabilities)
 
     def expire_token(self, token: str = DEMO_TOKEN) -> None:
         """The token's validuntil passes: its next use deletes it (webservice/lib.php authenticate_by_token)."""
@@ -267,6 +275,7 @@ class MoodleEmulator:
                 if emulator.maintenance == "json":
                     return self._json(emulator.error_body("sitemaintenance"))
                 caller = token_user(token.profile, emulator.school.service_users[token.profile])
+                caller.prohibited = frozenset(emulator.prohibited)
                 try:
                     self._json(emulator.api.call(function, params, caller, CallSettings.from_request(flat, emulator.site)))
                 except WSError as err:
@@ -284,6 +293,10 @@ class MoodleEmulator:
                 if service not in emulator.services:
                     return self._json({"error": "Web service is not available (it doesn't exist or might be disabled)",
                                        "errorcode": "servicenotavailable", "stacktrace": None, "debuginfo": None,
+                                       "reproductionlink": None})
+                if login[1] is None:  # login/token.php: no moodle/webservice:createtoken (a student, say)
+                    return self._json({"error": f"No permission to create web service token for the service {service}.",
+                                       "errorcode": "cannotcreatetoken", "stacktrace": None, "debuginfo": None,
                                        "reproductionlink": None})
                 token = next((t for t, row in emulator.tokens.items() if row.service == service and row.profile == login[1]), None)
                 if token is None:

@@ -151,7 +151,7 @@ def moodle_source(
                 "group_ids": ",".join(map(str, e.group_ids)),
             }, s) for e in rows])
             yield _to("enrolment_snapshots", stamp({"course_id": course_id, "enrolled_count": len(rows)}, s))
-        yield from gap_rows(s, (settings.GAP_LAST_ACCESS,))
+        yield from gap_rows(s, settings.ENROLMENT_GAPS)
 
     @dlt.resource(name="users")
     def users() -> Iterator[Any]:
@@ -170,7 +170,7 @@ def moodle_source(
 
         for batch, found in client.fan_out(batches, fetch):
             missing += sorted(set(batch) - {int(u["id"]) for u in found})
-            seen.update(k for u in found if int(u["id"]) in students for k, v in u.items() if v not in (None, ""))
+            seen.update(k for u in found if int(u["id"]) in students for k, v in u.items() if v is not None and v != "")
             yield _to("users", [stamp(_profile(u), s) for u in found])
         s.check_profiles(missing, seen, sum(1 for i in ids if i in students))
         yield from gap_rows(s, settings.PROFILE_GAPS)

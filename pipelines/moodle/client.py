@@ -184,20 +184,20 @@ class MoodleClient:
         token = self.token()
         try:
             return self._call_once(function, params, token, needs)
-        except MoodleInvalidTokenError:
-            return self._renew_and_retry(function, params, token, needs, expired=False)
+        except MoodleInvalidTokenError as exc:
+            return self._renew_and_retry(function, params, token, needs, expired=False, exception=exc.exception)
         except MoodleAccessError as exc:
             if exc.errorcode != "accessexception":
                 raise
             return self._after_access_exception(function, params, token, needs, exc)
 
     def _renew_and_retry(self, function: str, params: Optional[Mapping[str, Any]], token: str, needs: Optional[str],
-                         expired: bool) -> Any:
+                         expired: bool, exception: str = "") -> Any:
         if not (self.config.username and self.config.password):
             raise self._fail(MoodleInvalidTokenError(
                 f"Moodle refused {function}: it no longer accepts the token ({'it expired: Moodle deletes a token past its valid-until date' if expired else 'unknown, expired or revoked'}). "
                 "Issue a new one and set SOURCES__MOODLE__TOKEN (or configure USERNAME/PASSWORD so the connector can).",
-                function=function, errorcode="invalidtoken"))
+                function=function, errorcode="invalidtoken", exception=exception))
         with self._token_lock:  # token revoked or expired: log in again once
             if self._token == token:
                 self._token = None
@@ -210,8 +210,8 @@ class MoodleClient:
         time restriction. Moodle names the reason only in debuginfo, sent only with debugging on, so ask again."""
         try:
             info = self._call_once(settings.FN_SITE_INFO, None, token, None)
-        except MoodleInvalidTokenError:
-            return self._renew_and_retry(function, params, token, needs, expired=True)
+        except MoodleInvalidTokenError as gone:
+            return self._renew_and_retry(function, params, token, needs, expired=True, exception=gone.exception)
         except MoodleAccessError as again:
             if again.errorcode != "accessexception":
                 raise

@@ -62,6 +62,7 @@ GAP_LAST_ACCESS = "last_access"
 ACCEPTABLE_GAPS = (GAP_PHONES, GAP_LAST_ACCESS)
 # Fields the cases can do without: loaded empty when hidden, with a warning (the README lists them).
 GAP_NAMES, GAP_EMAILS, GAP_USERNAMES, GAP_PROGRESS = "names_hidden", "emails_hidden", "usernames_hidden", "progress_hidden"
+ENROLMENT_GAPS = (GAP_LAST_ACCESS, "enrolments_unverified")
 PROFILE_GAPS = (GAP_PHONES, GAP_NAMES, GAP_EMAILS, GAP_USERNAMES, "inactive_profiles_hidden")
 
 SITE_COURSE_ID = 1  # core_course_get_courses always returns the front page as course 1

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from . import settings
 from .client import MoodleClient
 from .config import MoodleSettings
-from .errors import MoodleConfigError, MoodleFunctionNotAvailableError
+from .errors import MoodleAccessError, MoodleConfigError, MoodleFunctionNotAvailableError
 from .gaps import Gaps
 from .params import options_list
 
@@ -124,6 +124,7 @@ class MoodleSnapshot:
         self._categories: Optional[List[dict]] = None
         self._courses: Optional[List[dict]] = None
         self._enrolments: Optional[Dict[int, List[Enrolment]]] = None
+        self._enrolments_refused: Optional[BaseException] = None
         self._assignments: Optional[List[dict]] = None
 
     # ------------------------------------------------------------------ site
@@ -215,10 +216,17 @@ class MoodleSnapshot:
     def enrolments(self) -> Dict[int, List[Enrolment]]:
         """Every (user, course) pair of the selected courses, fetched once per run for all resources."""
         with self._lock:
+            if self._enrolments_refused is not None:  # every resource that needs them fails the same way
+                raise self._enrolments_refused
             if self._enrolments is None:
-                self._enrolments = {c["id"]: rows for c, rows in self.client.fan_out(self.courses(), self._course_enrolments)}
-                self._check_nobody_left_out()
-                self._check_access_times()
+                read = {c["id"]: rows for c, rows in self.client.fan_out(self.courses(), self._course_enrolments)}
+                try:
+                    self._check_nobody_left_out(read)
+                    self._check_access_times(read)
+                except Exception as exc:
+                    self._enrolments_refused = exc
+                    raise
+                self._enrolments = read
                 self._store_watermarks()
             return self._enrolments
 
@@ -260,11 +268,11 @@ class MoodleSnapshot:
             users.extend(page)
             offset += size
 
-    def _check_nobody_left_out(self) -> None:
+    def _check_nobody_left_out(self, by_course: Dict[int, List[Enrolment]]) -> None:
         """Moodle leaves out, without a word, users the caller may not see (no moodle/user:viewdetails) and, in a
         separate-groups course, everyone outside the caller's groups. core_enrol_get_users_courses counts a
         course's enrolments without either filter, so one call per few courses proves each list whole."""
-        by_course = self._enrolments or {}
+        self._check_empty_courses([cid for cid, rows in by_course.items() if not rows])
         counts = self._enrolment_counts(by_course)
         short = {cid: n for cid, n in counts.items() if n > len(by_course[cid])}
         for cid in list(short):  # someone may have enrolled while the run read the lists: read those once more
@@ -282,37 +290,72 @@ class MoodleSnapshot:
                 + (f" and {settings.CAP_ALLGROUPS} (courses {_ids(separate)} use separate groups)" if separate else ""),
             )
 
+    def _check_empty_courses(self, empty: List[int]) -> None:
+        """An empty list has nobody to count it through. The grade report lists graded users by other rules: it says
+        notingroup where a separate-groups list was emptied for a caller in no group, and lists the students a
+        caller without moodle/user:viewdetails was not shown."""
+
+        def report(course_id: int) -> Any:
+            try:
+                return self.client.call(settings.FN_GRADE_ITEMS, {"courseid": course_id, "userid": 0})
+            except MoodleAccessError as exc:
+                if exc.errorcode != "notingroup":
+                    raise
+                return exc
+
+        for cid, answer in self.client.fan_out(empty, report):
+            if isinstance(answer, MoodleAccessError):
+                self.gaps.fail("enrolments_hidden",
+                               f"Moodle showed the token's user no enrolment of course {cid}, which uses separate "
+                               "groups: a user in none of its groups sees nobody.", f"give the role {settings.CAP_ALLGROUPS}")
+            elif answer.get("usergrades"):
+                self.gaps.fail("enrolments_hidden",
+                               f"Moodle showed the token's user no enrolment of course {cid}, though its grade report "
+                               f"lists {len(answer['usergrades'])} students.", "give the role moodle/user:viewdetails")
+
     def _enrolment_counts(self, by_course: Dict[int, List[Enrolment]]) -> Dict[int, int]:
-        """Enrolment counts per course from as few users' course lists as cover every course (greedy)."""
+        """Enrolment counts per course from as few users' course lists as cover every course (greedy). A course
+        missing from the chosen user's list (hidden from students, or the user not visible to the caller) is
+        asked once more through a teacher of it."""
         courses_of: Dict[int, Set[int]] = {}
         for cid, rows in by_course.items():
             for e in rows:
                 courses_of.setdefault(e.user_id, set()).add(cid)
+        counts: Dict[int, int] = {}
         uncovered = {cid for cid, rows in by_course.items() if rows}
-        # hidden courses are left out of a student's list, so teachers come first there
-        ranked = sorted(courses_of, key=lambda u: (-len(courses_of[u]), u))
-        chosen: List[int] = []
-        for uid in ranked:
+        tried: Set[int] = set()
+        for preference in ("most courses", "teachers"):
+            if preference == "most courses":
+                ranked = sorted(courses_of, key=lambda u: (-len(courses_of[u]), u))
+            else:
+                ranked = sorted({e.user_id for cid in uncovered for e in by_course[cid] if not e.is_student} - tried)
+            chosen: List[int] = []
+            wanted = set(uncovered)
+            for uid in ranked:
+                if wanted and courses_of[uid] & wanted:
+                    chosen.append(uid)
+                    wanted -= courses_of[uid]
+            tried.update(chosen)
+            for _, listed in self.client.fan_out(chosen, self._courses_with_counts):
+                for c in listed:
+                    if c["id"] in by_course and "enrolledusercount" in c:
+                        counts[c["id"]] = int(c["enrolledusercount"])
+            uncovered -= set(counts)
             if not uncovered:
                 break
-            if courses_of[uid] & uncovered:
-                chosen.append(uid)
-                uncovered -= courses_of[uid]
-        counts: Dict[int, int] = {}
-
-        def fetch(uid: int) -> List[dict]:
-            return self.client.call(settings.FN_USERS_COURSES, {"userid": uid, "returnusercount": 1}) or []
-
-        for _, listed in self.client.fan_out(chosen, fetch):
-            for c in listed:
-                if c["id"] in by_course and "enrolledusercount" in c:
-                    counts[c["id"]] = int(c["enrolledusercount"])
+        if uncovered:
+            self.gaps.warn("enrolments_unverified",
+                           f"Moodle gave no enrolment count for courses {_ids(sorted(uncovered))}, so the run could not "
+                           "prove their enrolment lists whole.", "give the role moodle/user:viewdetails")
         return counts
 
-    def _check_access_times(self) -> None:
+    def _courses_with_counts(self, user_id: int) -> List[dict]:
+        return self.client.call(settings.FN_USERS_COURSES, {"userid": user_id, "returnusercount": 1}) or []
+
+    def _check_access_times(self, by_course: Dict[int, List[Enrolment]]) -> None:
         """"Hide user fields" with lastaccess leaves both access times out unless the role holds
         moodle/course:viewhiddenuserfields: engagement then has nothing to go on."""
-        hidden = [e for e in self.all_enrolments() if e.lastcourseaccess is None]
+        hidden = [e for rows in by_course.values() for e in rows if e.lastcourseaccess is None]
         if hidden:
             self.gaps.report(
                 settings.GAP_LAST_ACCESS,
@@ -397,6 +440,12 @@ class MoodleSnapshot:
             )
         if not students:
             return
+        if not seen.get("suspended"):  # always set (true or false) unless "Hide user fields" lists it
+            self.gaps.fail(
+                "suspended_hidden",
+                "No profile says whether the account is suspended: suspended students' cases would stay open.",
+                "give the role moodle/user:viewhiddendetails, or take suspended out of Hide user fields",
+            )
         if not (seen.get("phone1") or seen.get("phone2")):
             self.gaps.report(
                 settings.GAP_PHONES,
