@@ -169,13 +169,26 @@ def emulator(
     students: int = typer.Option(150, help="Students in the generated school."),
     courses: int = typer.Option(12, help="Courses in the generated school."),
     latency: float = typer.Option(0.0, help="Seconds added to every answer."),
+    profile: str = typer.Option("integration", help="Who the token acts as: admin, manager, integration, declared, teacher."),
+    moodle_version: str = typer.Option("4.5", help="Which Moodle the emulator answers as: 4.1 or 4.5."),
 ) -> None:
     """Serve the Moodle emulator until Ctrl-C, to try the connector by hand."""
     from emulators import serve_until_interrupted
     from emulators.moodle import MoodleEmulator, SchoolSpec
+    from emulators.moodle.site import VERSIONS, SiteConfig
 
-    with MoodleEmulator(spec=SchoolSpec(students=students, courses=courses), latency=latency, port=port) as moodle:
-        console.print(f"Moodle emulator at {moodle.base_url} — token: {moodle.token} (demo only)")
+    if moodle_version not in VERSIONS:
+        err.print(f"[bold red]--moodle-version {moodle_version!r}:[/] choose one of {', '.join(sorted(VERSIONS))}")
+        raise typer.Exit(2)
+    try:
+        server = MoodleEmulator(spec=SchoolSpec(students=students, courses=courses), latency=latency, port=port,
+                                profile=profile, site=SiteConfig.recommended(version=moodle_version))
+    except ValueError as exc:
+        err.print(f"[bold red]--profile {profile!r}:[/] {exc}")
+        raise typer.Exit(2)
+    with server as moodle:
+        console.print(f"Moodle {moodle_version} emulator at {moodle.base_url}, token of the {profile} profile: "
+                      f"{moodle.token} (demo only)")
         console.print(f"  export SOURCES__MOODLE__BASE_URL={moodle.base_url} SOURCES__MOODLE__TOKEN=<token> "
                       "SOURCES__MOODLE__ALLOW_INSECURE_HTTP=true")
         serve_until_interrupted()

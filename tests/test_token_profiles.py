@@ -90,3 +90,16 @@ def test_teacher_token_builds_the_cases_of_its_own_courses(version: str, tmp_pat
         compare(cases(wh.path, "commcare_student_cases"), want_students)
         gaps = {r[0] for r in wh.rows("select code from access_gaps")}
         assert {"inactive_profiles_hidden", "usernames_hidden"} <= gaps, "what it could not read is recorded"
+
+
+def test_the_readme_role_is_the_role_the_emulator_tests() -> None:
+    """The capabilities the README tells admins to grant are exactly those of the `integration` profile."""
+    import re
+
+    from emulators.moodle.access import README_ROLE
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### The Moodle role", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    granted = {cap for line in rows for cap in re.findall(r"`([a-z]+/[a-z_]+:[a-z_]+)`", line.split("|")[1])}
+    assert granted - {"moodle/webservice:createtoken"} == set(README_ROLE)

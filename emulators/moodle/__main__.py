@@ -9,8 +9,10 @@ import json
 
 from emulators import serve_until_interrupted
 
+from .access import PROFILES
 from .school import SchoolSpec
 from .server import MoodleEmulator
+from .site import VERSIONS, SiteConfig
 
 
 def main() -> None:
@@ -21,13 +23,17 @@ def main() -> None:
     parser.add_argument("--enrolments-per-student", type=float, default=3.0)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--now", type=int, default=None)
+    parser.add_argument("--profile", default="integration", help="who the token acts as: " + ", ".join(PROFILES))
+    parser.add_argument("--moodle-version", default="4.5", choices=sorted(VERSIONS))
     args = parser.parse_args()
     spec = SchoolSpec(seed=args.seed, courses=args.courses, students=args.students, grade_items=args.grade_items,
                       activities=args.activities, assignments=args.assignments,
                       enrolments_per_student=args.enrolments_per_student)
     if args.now:
         spec.now = args.now
-    with MoodleEmulator(spec=spec, latency=args.latency, port=args.port, control=True) as moodle:
+    site = SiteConfig.recommended(version=args.moodle_version)
+    with MoodleEmulator(spec=spec, latency=args.latency, port=args.port, control=True, profile=args.profile,
+                        site=site) as moodle:
         print(json.dumps({"base_url": moodle.base_url, "token": moodle.token, "now": spec.now}), flush=True)
         serve_until_interrupted()
 

@@ -42,7 +42,7 @@ README_ROLE = frozenset({
     "moodle/category:viewhiddencategories", "moodle/course:viewparticipants", "moodle/course:enrolreview",
     "moodle/site:accessallgroups", "moodle/course:viewhiddenuserfields", "moodle/user:viewdetails",
     "moodle/user:viewhiddendetails", "moodle/user:viewalldetails", "moodle/site:viewuseridentity",
-    "moodle/site:viewfullnames", "moodle/course:useremail", "moodle/course:viewsuspendedusers",
+    "moodle/site:viewfullnames", "moodle/course:viewsuspendedusers",
     "moodle/grade:viewall", "gradereport/user:view", "report/progress:view", "report/completion:view",
     "mod/assign:view", "mod/assign:grade",
 })

@@ -45,6 +45,7 @@ class People:
         self.caller = caller
         self.fmt = fmt
         self.site = fmt.site
+        self._contacts: Optional[Set[int]] = None
 
     # ------------------------------------------------------------------ groups (lib/grouplib.php)
     def caller_groups(self, course_id: int) -> List[Group]:
@@ -103,11 +104,13 @@ class People:
 
     def is_course_contact(self, user_id: int) -> bool:
         """has_coursecontact_role: $CFG->coursecontact defaults to editingteacher."""
-        return any(e.role == "editingteacher" for _, uid, e in self.school.all_enrolments() if uid == user_id)
+        if self._contacts is None:  # once per call: a district has tens of thousands of enrolments
+            self._contacts = {uid for _, uid, e in self.school.all_enrolments() if e.role == "editingteacher"}
+        return user_id in self._contacts
 
     def shares_course(self, user_id: int) -> bool:
-        mine = set(self.school.roles_of(self.caller.user_id))
-        return bool(mine & set(self.school.roles_of(user_id)))
+        """enrol_sharing_course: both hold an active enrolment in one course."""
+        return any((e := self.school.enrolments[c].get(user_id)) is not None and e.active for c in self.caller.course_roles)
 
     # ------------------------------------------------------------------ user_get_user_details
     def details(self, user: User, course_id: Optional[int], fields: Optional[Set[str]] = None) -> Optional[Dict[str, Any]]:
