@@ -7,6 +7,8 @@
     {%- endif -%}
 {%- endmacro %}
 
+{# Only text with markup or an entity goes through Python: most names and grades have neither. #}
 {% macro plain_text(column) -%}
-    moodle_text({{ column }}, {{ moodle_language() }})
+    case when regexp_matches({{ column }}, '[<&]') then moodle_text({{ column }}, {{ moodle_language() }})
+         else trim(regexp_replace({{ column }}, '\s+', ' ', 'g')) end
 {%- endmacro %}

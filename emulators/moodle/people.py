@@ -45,7 +45,7 @@ class People:
         self.caller = caller
         self.fmt = fmt
         self.site = fmt.site
-        self._contacts: Optional[Set[int]] = None
+        self._contacts: Dict[int, bool] = {}
 
     # ------------------------------------------------------------------ groups (lib/grouplib.php)
     def caller_groups(self, course_id: int) -> List[Group]:
@@ -104,9 +104,10 @@ class People:
 
     def is_course_contact(self, user_id: int) -> bool:
         """has_coursecontact_role: $CFG->coursecontact defaults to editingteacher."""
-        if self._contacts is None:  # once per call: a district has tens of thousands of enrolments
-            self._contacts = {uid for _, uid, e in self.school.all_enrolments() if e.role == "editingteacher"}
-        return user_id in self._contacts
+        if user_id not in self._contacts:  # per user and call: one look per course, not one per enrolment
+            self._contacts[user_id] = any((e := rows.get(user_id)) is not None and e.role == "editingteacher"
+                                          for rows in self.school.enrolments.values())
+        return self._contacts[user_id]
 
     def shares_course(self, user_id: int) -> bool:
         """enrol_sharing_course: both hold an active enrolment in one course."""
