@@ -1,3 +1,4 @@
+{{ config(materialized='table') }}  -- every grade row of the site reduces to one row per enrolment, once per build
 -- Final grade, number of graded items and a compact summary a phone can show offline, per student and course.
 -- Only real gradable items count (activities and manual items, not category subtotals). Hidden items stay off the
 -- phone, and so does a course total that includes one: the student's own report blanks it (Moodle's default

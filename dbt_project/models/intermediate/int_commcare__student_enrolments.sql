@@ -1,3 +1,4 @@
+{{ config(materialized='table') }}  -- read by both marts and the unowned report: built once, not re-run inside each
 -- One row per student enrolment with everything the enrolment case shows; owner may still be NULL here.
 select
     site.site_key,

@@ -1,3 +1,4 @@
+{{ config(materialized='table') }}  -- read by the student mart, the enrolment mart and the unowned report: built once
 -- One row per Moodle user with at least one student enrolment (current or past); owner may still be NULL.
 -- A student's owner is the owner of their first current course (by course id), else of their first course.
 with per_student as (
