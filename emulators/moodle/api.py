@@ -480,7 +480,6 @@ class MoodleAPI:
             if groupid:
                 user_ids = [u for u in user_ids if u in {m for g in s.groups.get(cid, []) if g.id == groupid for m in g.members}]
             user_ids.sort(key=lambda u: (s.users[u].lastname, s.users[u].firstname, u))
-        items = s.grade_items[cid]
         usergrades = []
         for uid in user_ids:
             user = s.users[uid]

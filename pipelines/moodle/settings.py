@@ -23,7 +23,8 @@ RESOURCE_FUNCTIONS = {
     "site_info": [FN_SITE_INFO],
     "course_categories": [FN_CATEGORIES],
     "courses": [FN_COURSES, FN_CATEGORIES],
-    "enrolments": [FN_COURSES, FN_ENROLLED_USERS, FN_USERS_COURSES],  # the last to check no one was left out
+    # the last two prove the lists whole: enrolment counts, and the grade report of a course that looks empty
+    "enrolments": [FN_COURSES, FN_ENROLLED_USERS, FN_USERS_COURSES, FN_GRADE_ITEMS],
     "users": [FN_COURSES, FN_ENROLLED_USERS, FN_USERS_BY_FIELD],
     "grades": [FN_COURSES, FN_ENROLLED_USERS, FN_GRADE_ITEMS],
     "course_engagement": [FN_COURSES, FN_ENROLLED_USERS, FN_USERS_COURSES],

@@ -323,30 +323,21 @@ class MoodleSnapshot:
                 courses_of.setdefault(e.user_id, set()).add(cid)
         counts: Dict[int, int] = {}
         uncovered = {cid for cid, rows in by_course.items() if rows}
-        tried: Set[int] = set()
-        for preference in ("most courses", "teachers"):
-            if preference == "most courses":
-                ranked = sorted(courses_of, key=lambda u: (-len(courses_of[u]), u))
-            else:
-                ranked = sorted({e.user_id for cid in uncovered for e in by_course[cid] if not e.is_student} - tried)
-            chosen: List[int] = []
-            wanted = set(uncovered)
-            for uid in ranked:
-                if wanted and courses_of[uid] & wanted:
-                    chosen.append(uid)
-                    wanted -= courses_of[uid]
-            tried.update(chosen)
+        rankings = (  # users in most courses first; then the teachers of what is still uncounted
+            lambda: sorted(courses_of, key=lambda u: (-len(courses_of[u]), u)),
+            lambda: sorted({e.user_id for c in uncovered for e in by_course[c] if not e.is_student}),
+        )
+        for ranking in rankings:
+            chosen = _cover(ranking(), courses_of, uncovered)
             for _, listed in self.client.fan_out(chosen, self._courses_with_counts):
-                for c in listed:
-                    if c["id"] in by_course and "enrolledusercount" in c:
-                        counts[c["id"]] = int(c["enrolledusercount"])
+                counts.update({c["id"]: int(c["enrolledusercount"]) for c in listed
+                               if c["id"] in by_course and "enrolledusercount" in c})
             uncovered -= set(counts)
             if not uncovered:
-                break
-        if uncovered:
-            self.gaps.warn("enrolments_unverified",
-                           f"Moodle gave no enrolment count for courses {_ids(sorted(uncovered))}, so the run could not "
-                           "prove their enrolment lists whole.", "give the role moodle/user:viewdetails")
+                return counts
+        self.gaps.warn("enrolments_unverified",
+                       f"Moodle gave no enrolment count for courses {_ids(sorted(uncovered))}, so the run could not "
+                       "prove their enrolment lists whole.", "give the role moodle/user:viewdetails")
         return counts
 
     def _courses_with_counts(self, user_id: int) -> List[dict]:
@@ -556,6 +547,18 @@ class MoodleSnapshot:
             if current[1]:
                 batches.append((since, *current))
         return batches
+
+
+def _cover(candidates: Sequence[int], courses_of: Dict[int, Set[int]], wanted: Set[int]) -> List[int]:
+    """Users, in the order given, until their courses cover `wanted`: each chosen one adds a course still missing."""
+    chosen, missing = [], set(wanted)
+    for uid in candidates:
+        if not missing:
+            break
+        if courses_of[uid] & missing:
+            chosen.append(uid)
+            missing -= courses_of[uid]
+    return chosen
 
 
 def _time(value: Any) -> Optional[int]:
