@@ -63,11 +63,11 @@ def test_revoked_token(warehouse: Warehouse) -> None:
 
 
 def test_missing_function_fails_before_extracting_and_names_it(warehouse: Warehouse) -> None:
-    warehouse.moodle.remove_function("gradereport_user_get_grade_items")
+    warehouse.moodle.remove_function("core_course_get_contents")
     raised = _fails(warehouse, MoodleFunctionNotAvailableError)
-    assert "gradereport_user_get_grade_items" in str(raised)
-    assert "'grades'" in str(raised)
-    assert warehouse.moodle.requests["gradereport_user_get_grade_items"] == 0
+    assert "core_course_get_contents" in str(raised)
+    assert "'course_sections'" in str(raised)
+    assert warehouse.moodle.requests["core_course_get_contents"] == 0
 
 
 def test_maintenance_page_is_retried_then_reported(warehouse: Warehouse) -> None:
