@@ -130,3 +130,29 @@ def test_phone_numbers_in_the_shapes_people_type(typed: Optional[str], region: O
 def test_phone_parsing_never_raises_and_returns_e164_or_none(typed: str, region: Optional[str]) -> None:
     out = to_e164(typed, region)
     assert out is None or (out.startswith("+") and out[1:].isdigit() and len(out) <= 16)
+
+
+# ------------------------------------------------------------------ names for phones (moodle_commcare/text.py)
+_langs = st.sampled_from(["en", "sw", "fr", "en_us", "sw_ke", "de"])
+_words = st.text(alphabet=st.characters(blacklist_characters="<>&\"", blacklist_categories=("Cs", "Cc", "Zs")), min_size=1, max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["en", "sw", "fr"]), _words, min_size=2, max_size=3), _langs, _words)
+def test_multilang_names_resolve_as_moodles_filter_does(blocks, lang, tail) -> None:  # type: ignore[no-untyped-def]
+    """The connector's resolution agrees with the emulator's copy of filter/multilang (current, parents, en, first)."""
+    from emulators.moodle.site import multilang
+    from moodle_commcare.text import plain_text
+
+    stored = "".join(f'<span lang="{k}" class="multilang">{v}</span>' for k, v in blocks.items()) + " " + tail
+    assert plain_text(stored, lang) == " ".join(multilang(stored, lang).split())
+
+
+def test_plain_text_handles_entities_icons_and_the_old_syntax() -> None:
+    from moodle_commcare.text import plain_text
+
+    assert plain_text("Art &amp; Design", "en") == "Art & Design"
+    assert plain_text('<i class="icon fa fa-times text-danger" title="Fail"></i>4.00', "en") == "4.00"
+    assert plain_text('<lang lang="en">Reading</lang><lang lang="sw">Kusoma</lang>', "sw_ke") == "Kusoma"
+    assert plain_text('<span lang="fr" class="multilang">Lecture</span>', "en") == "Lecture", "one block: shown"
+    assert plain_text(None, "en") is None
