@@ -15,8 +15,7 @@ select
     se.course_end_date,
     se.role,
     se.enrolment_status,
-    se.last_course_access,
-    se.days_since_last_access,
+    cast(se.last_course_access as date) as last_course_access,  -- a date: phones count the days themselves
     se.final_grade_raw,
     se.final_grade_formatted,
     se.final_grade_percent,

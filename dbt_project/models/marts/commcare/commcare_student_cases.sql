@@ -21,7 +21,7 @@ select
     phone2_e164,
     sms_phone,
     sms_phone_status,
-    last_site_access,
+    cast(last_site_access as date) as last_site_access,
     active_course_count,
     engagement_status,
     case when should_close then 'yes' end as close
