@@ -47,7 +47,6 @@ def db(template: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def hq() -> Iterator[CommCareEmulator]:
     with CommCareEmulator(owners=set(OWNERS)) as emulator:
-        emulator.job_polls = 1
         yield emulator
 
 
@@ -75,25 +74,49 @@ def as_text(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value == int(value) else f"{value:.6f}".rstrip("0").rstrip(".")
     if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "hour") else value.strftime("%Y-%m-%d")
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "hour") else value.strftime("%Y-%m-%d")
     return str(value)
 
 
+def current_ids(db: Path, case_type: str) -> Dict[str, str]:
+    """The mart's external id -> the id CommCare knows for its current episode (-r<n> after a reopen)."""
+    with duckdb.connect(str(db)) as con:
+        try:
+            rows = con.execute("select external_id, episode from commcare_export.case_ledger where case_type = ?",
+                               [case_type]).fetchall()
+        except duckdb.CatalogException:
+            rows = []
+    return {ext: (f"{ext}-r{ep}" if ep else ext) for ext, ep in rows}
+
+
 def assert_store_matches_marts(hq: CommCareEmulator, db: Path) -> None:
+    """Every open mart case exactly once, open, with the mart's values; every case to close closed or never
+    created; every other case in CommCare an earlier, closed episode; no duplicates anywhere."""
+    assert hq.duplicates() == {}
     for case_type, table in (("student", "commcare_student_cases"), ("course_enrolment", "commcare_enrolment_cases")):
         store = hq.by_external_id(case_type)
         rows = mart(db, table)
-        expected = {ext: r for ext, r in rows.items() if not (r["close"] == "yes" and ext not in store)}
-        assert set(store) == set(expected), case_type
-        for ext, row in expected.items():
-            case = store[ext]
+        ids = current_ids(db, case_type)
+        parents = current_ids(db, "student")
+        current = set()
+        for ext, row in rows.items():
+            sent = ids.get(ext, ext)
+            current.add(sent)
+            case = store.get(sent)
+            if row["close"] == "yes":
+                assert case is None or case.closed, f"{sent} should be closed"
+                continue
+            assert case is not None and not case.closed, f"{sent} should be open in CommCare"
             assert case.name == row["name"] and case.owner_id == row["owner_id"]
             special = {"case_type", "external_id", "name", "owner_id", "parent_external_id", "parent_type", "close"}
             props = {k: as_text(v) for k, v in row.items() if k not in special}
             assert case.properties == props, ext
             if case_type == "course_enrolment":
                 parent = hq.cases[case.parent[1]]  # type: ignore[index]
-                assert (parent.external_id, parent.case_type) == (row["parent_external_id"], "student")
+                want = parents.get(row["parent_external_id"], row["parent_external_id"])
+                assert (parent.external_id, parent.case_type, parent.closed) == (want, "student", False)
+        for ext, case in store.items():
+            assert ext in current or case.closed, f"{ext} is in CommCare, open, but no longer current"
 
 
 def test_export_makes_commcare_equal_the_marts(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
@@ -149,7 +172,7 @@ def test_workbooks_are_text_only_with_valid_headers(db: Path, hq: CommCareEmulat
     student_file = report.types[0].files[0]
     book = load_workbook(student_file, read_only=False)
     sheet = book.worksheets[0]
-    assert sheet.title == "cases"
+    assert sheet.title == "moodle cases" and " " in sheet.title, "never a case type"
     headers = [c.value for c in sheet[1]]
     assert headers[:3] == ["external_id", "name", "owner_id"] and headers[-1] == "close"
     assert all(HEADER_RE.match(h) and h not in ("type", "closed", "parent_ref") for h in headers)
@@ -197,8 +220,8 @@ def test_failed_job_keeps_rows_pending(db: Path, hq: CommCareEmulator, tmp_path:
 
 
 def test_retries_429_and_5xx_then_succeeds(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
-    hq.upload_faults = [(429, 1), (502, None)]
-    hq.status_faults = [(429, None), (503, None)]
+    hq.upload_faults = [(429, 1)]  # 429 proves no job was queued: the only upload answer safe to retry
+    hq.status_faults = [(429, None), (502, None)]
     run_export(db, settings(hq, tmp_path), upload=True)
     assert_store_matches_marts(hq, db)
 
@@ -210,12 +233,22 @@ def test_bad_api_key_stops_at_once(db: Path, hq: CommCareEmulator, tmp_path: Pat
     assert hq.requests["upload"] == 1, "401 is not retried"
 
 
-def test_job_that_never_finishes_leaves_cases_pending(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
-    hq.job_polls = 10_000
-    with pytest.raises(CommCareJobFailed, match="pending"):
-        run_export(db, settings(hq, tmp_path, poll_timeout=0.5), upload=True)
+def test_job_slower_than_the_poll_timeout_is_settled_next_run_not_resent(db: Path, hq: CommCareEmulator,
+                                                                        tmp_path: Path) -> None:
+    hq.hold_jobs()  # CommCare's import queue is backed up
+    with pytest.raises(CommCareJobFailed, match="nothing is lost"):
+        run_export(db, settings(hq, tmp_path, poll_timeout=0.3), upload=True)
     with duckdb.connect(str(db)) as con:
         assert con.execute("select count(*) from commcare_export.case_ledger where hashes is not null").fetchone()[0] == 0
+    stuck = run_export(db, settings(hq, tmp_path, poll_timeout=0.3), upload=True)  # still queued: nothing resent
+    assert stuck.settle.still_open == 1 and stuck.types[0].planned.get("withheld", 0) == stuck.types[0].planned.get(
+        "withheld", -1) > 0 and stuck.types[0].to_send == 0
+    assert hq.requests["upload"] == 1
+    hq.release_jobs()
+    final = run_export(db, settings(hq, tmp_path), upload=True)
+    assert final.settle.settled == 1 and final.types[0].to_send == 0, "the first job's result is read, not re-sent"
+    assert [u["case_type"] for u in hq.uploads] == ["student", "course_enrolment"]
+    assert_store_matches_marts(hq, db)
 
 
 def test_crash_between_upload_and_ledger_write_loses_nothing(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
@@ -244,7 +277,8 @@ def test_crash_between_upload_and_ledger_write_loses_nothing(db: Path, hq: CommC
     hq.before_success_status = None
     report = run_export(db, settings(hq, tmp_path), upload=True)
     assert report.types[0].to_send == 0, "students were recorded before the crash"
-    assert report.types[1].updated == applied, "the enrolments are re-sent, as updates"
+    assert report.settle.settled == 1 and report.types[1].to_send == 0, "the journal's job is read, not re-sent"
+    assert hq.requests["upload"] == 2
     assert_store_matches_marts(hq, db)
 
 

@@ -96,7 +96,7 @@ def test_no_secret_lands_in_any_file_a_run_writes(warehouse: Warehouse, tmp_path
         warehouse.extract(token=warehouse.moodle.token)
         run_transform(warehouse.path, VARS)
         with CommCareEmulator(owners=OWNERS | {"owner-default"}) as hq:
-            hq.upload_faults = [(503, None)]
+            hq.upload_faults = [(429, None)]
             run_export(warehouse.path, CommCareSettings(
                 base_url=hq.base_url, project=hq.domain, username=hq.username, api_key=hq.api_key,
                 allow_insecure_http=True, out_dir=tmp_path / "out", poll_interval=0.01, backoff_factor=0.01),

@@ -1,5 +1,7 @@
 """CommCare HQ bulk case import emulator."""
 
-from .server import DEMO_API_KEY, DEMO_DOMAIN, DEMO_USERNAME, Case, CommCareEmulator
+from .importer import Job
+from .server import DEMO_API_KEY, DEMO_DOMAIN, DEMO_USERNAME, CommCareEmulator
+from .store import Case
 
-__all__ = ["CommCareEmulator", "Case", "DEMO_DOMAIN", "DEMO_USERNAME", "DEMO_API_KEY"]
+__all__ = ["CommCareEmulator", "Case", "Job", "DEMO_DOMAIN", "DEMO_USERNAME", "DEMO_API_KEY"]

@@ -17,7 +17,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     with CommCareEmulator(owners={o for o in args.owners.split(",") if o}, port=args.port) as hq:
-        hq.job_polls = 0
         print(json.dumps({"base_url": hq.base_url, "project": hq.domain, "username": hq.username,
                           "api_key": hq.api_key}), flush=True)
         serve_until_interrupted()

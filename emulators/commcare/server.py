@@ -1,82 +1,72 @@
-"""CommCare HQ bulk case import emulator: upload API, status polling and an in-memory case store.
+"""CommCare HQ emulator: the bulk case import API, its job status, and Case API v2 reads, over real HTTP.
 
-Follows ../shared/specs/commcare-bulk-case-import.md: synchronous checks answer HTTP 500 JSON, bad auth a
-bare 401, the import runs as a job in chunks of 100 rows (no rollback of earlier chunks), row errors are
-grouped by (title, column) with 1-based sheet rows (header = row 1), every value is stored as a string,
-blank cells clear properties, and only `close` = `yes` on an update closes a case.
+Follows ../shared/specs/commcare-bulk-case-import.md, section R in particular, each behaviour from
+dimagi/commcare-hq (cited beside it):
+- corehq/apps/case_importer/views.py `bulk_case_upload_api`: synchronous refusals answer HTTP 500
+  {"code": 500, "message"}; success only queues a job and answers its status_url.
+- the job runs in the background on a pool of workers (importer.py), 100 rows per committed chunk.
+- corehq/apps/case_importer/tracking/views.py / urls.py `case_upload_status`: an unknown id answers 404.
+- corehq/apps/hqcase/views.py + api/get_list.py, api/get_bulk.py: Case API v2 list and bulk-fetch.
+- bad credentials a bare 401, no permission an HTML 403.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
-import re
 import threading
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
-from urllib.parse import urlsplit
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from urllib.parse import parse_qs, urlsplit
+
+from .importer import Importer, ImporterRawError, Job, parse_sheet, read_workbook
+from .store import Case, CaseStore
 
 DEMO_DOMAIN = "demo-project"
 DEMO_USERNAME = "integration@demo-project.example"
 DEMO_API_KEY = "cc-demo-0123456789abcdef"
-HEADER_RE = re.compile(r"^[a-zA-Z][\w_-]*$")
-RESERVED = ("type", "closed", "parent_ref")
-CHUNK = 100
-MAX_LEN = 255
+DEFAULT_CASE_TYPES = {"student", "course_enrolment"}
+V2_MAX_LIMIT = 5000  # corehq/apps/hqcase/api/get_list.py MAX_PAGE_SIZE
+V2_BULK_MAX = V2_MAX_LIMIT  # corehq/apps/hqcase/api/get_bulk.py: case_ids + external_ids <= MAX_PAGE_SIZE
 
-
-@dataclass
-class Case:
-    case_id: str
-    case_type: str
-    external_id: str
-    name: str
-    owner_id: str
-    properties: Dict[str, str] = field(default_factory=dict)
-    parent: Optional[Tuple[str, str]] = None  # (identifier, parent case_id)
-    closed: bool = False
-
-
-@dataclass
-class Job:
-    id: str
-    case_type: str
-    rows: List[Dict[str, Any]]
-    headers: List[str]
-    search_column: str
-    create_new: bool
-    name_column: str
-    polls_left: int = 0
-    state: int = 0
-    result: Optional[Dict[str, Any]] = None
+Fault = Tuple[int, Optional[int]]  # (HTTP status, Retry-After seconds)
 
 
 class CommCareEmulator:
     """`with CommCareEmulator() as hq:` then upload to `hq.base_url` with `hq.domain`, `hq.username`, `hq.api_key`."""
 
-    def __init__(self, owners: Optional[Set[str]] = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, owners: Optional[Set[str]] = None, host: str = "127.0.0.1", port: int = 0,
+                 workers: int = 2, case_types: Optional[Set[str]] = None) -> None:
         self.domain = DEMO_DOMAIN
         self.username = DEMO_USERNAME
         self.api_key = DEMO_API_KEY
         self.owners: Set[str] = set(owners or ())
-        self.cases: Dict[str, Case] = {}
+        # case types the project knows from its apps or data dictionary (views.py get_case_types_for_domain)
+        self.case_types: Set[str] = set(DEFAULT_CASE_TYPES if case_types is None else case_types)
+        self.store = CaseStore()
+        self.importer = Importer(self.store, lambda: self.owners)
+        self.workers = workers
         self.jobs: Dict[str, Job] = {}
         self.uploads: List[Dict[str, Any]] = []
         self.requests: Counter[str] = Counter()
-        # knobs
-        self.upload_faults: List[Tuple[int, Optional[int]]] = []  # (status, retry_after) answered before any check
-        self.status_faults: List[Tuple[int, Optional[int]]] = []
-        self.job_polls = 1  # polls answered "started" before a job runs
-        self.fail_next_job: Optional[str] = None
-        self.before_success_status: Optional[Callable[[Job], None]] = None
-        self.forbidden = False
         self.lock = threading.RLock()
+        # ---- knobs
+        self.upload_faults: List[Fault] = []  # answered before the job is queued (no job exists)
+        self.after_queue_faults: List[Union[int, str]] = []  # job queued, then HTTP status or "drop" (no answer)
+        self.status_faults: List[Fault] = []
+        self.fail_next_job: Optional[str] = None  # the next job fails (state 3) ...
+        self.fail_after_chunks = 0  # ... after committing this many chunks
+        self.next_job_without_result = False  # state 2 with result null
+        self.forbidden = False  # the user lacks Edit Data: HTML 403
+        self.location_restricted = False  # the API user may only access some locations
+        self.before_queue: Optional[Callable[[], bool]] = None  # False: the request is dropped, no job
+        self.after_queue: Optional[Callable[[Job], None]] = None  # runs before the upload is answered
+        self.on_status: Optional[Callable[[Job], None]] = None  # runs before a status poll is answered
+        self.before_success_status: Optional[Callable[[Job], None]] = None  # ... when that answer is state 2
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
 
@@ -87,20 +77,48 @@ class CommCareEmulator:
         return f"http://{host}:{port}"
 
     def __enter__(self) -> "CommCareEmulator":
+        self.importer.start(self.workers)
         threading.Thread(target=self._server.serve_forever, daemon=True, name="commcare-emulator").start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.importer.stop()
         self._server.shutdown()
         self._server.server_close()
 
-    # ------------------------------------------------------------------ views for tests
+    # ------------------------------------------------------------------ views and controls for tests
+    @property
+    def cases(self) -> Dict[str, Case]:
+        return self.store.cases
+
     def by_external_id(self, case_type: str) -> Dict[str, Case]:
-        with self.lock:
-            return {c.external_id: c for c in self.cases.values() if c.case_type == case_type}
+        """external_id -> case; fails loudly on duplicates, which no test may tolerate silently."""
+        with self.store.lock:
+            out: Dict[str, Case] = {}
+            for case in self.store.cases.values():
+                if case.case_type == case_type:
+                    assert case.external_id not in out, f"duplicate {case_type} case {case.external_id}"
+                    out[case.external_id] = case
+            return out
+
+    def duplicates(self) -> Dict[Tuple[str, str], int]:
+        with self.store.lock:
+            seen = Counter((c.case_type, c.external_id) for c in self.store.cases.values())
+        return {k: n for k, n in seen.items() if n > 1}
+
+    def hold_jobs(self) -> None:
+        self.importer.hold()
+
+    def release_jobs(self) -> None:
+        self.importer.release()
+
+    def wait_for_jobs(self, timeout: float = 30.0) -> None:
+        for job in list(self.jobs.values()):
+            assert job.done.wait(timeout), f"job {job.id} did not finish"
 
     # ------------------------------------------------------------------ import
     def _check_upload(self, fields: Dict[str, Any]) -> Job:
+        """views.py bulk_case_upload_api + _bulk_case_upload_api: everything refused before queueing."""
         upload = fields.get("file")
         case_type = fields.get("case_type")
         if not upload or not case_type:
@@ -113,126 +131,92 @@ class CommCareEmulator:
             raise ImporterRawError("Please upload file with one of the following extensions: .csv, .xls, .xlsx")
         if not filename.endswith(".xlsx"):
             raise ImporterRawError("The file uploaded has the following error: this emulator reads .xlsx only")
-        from openpyxl import load_workbook
-
-        try:
-            book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable workbook
-            raise ImporterRawError(f"The file uploaded has the following error: {exc}") from None
-        sheet = book.worksheets[0]
-        rows = list(sheet.iter_rows(values_only=True))
-        if not rows:
-            raise ImporterRawError("Your spreadsheet is empty. Please try again with a different spreadsheet.")
-        header_cells = rows[0]
-        headers = [h for h in header_cells if h is not None and h != ""]
-        bad = [str(h) for h in headers if not isinstance(h, str) or not HEADER_RE.match(h)]
-        if bad:
-            raise ImporterRawError(
-                "Column names must start with a letter, and can only contain letters, numbers and underscores. "
-                f"Please update the following: {', '.join(bad)}")
-        index = [(i, h) for i, h in enumerate(header_cells) if h is not None and h != ""]
-        records = []
-        for row in rows[1:]:
-            records.append({h: (row[i] if i < len(row) else None) for i, h in index})
-        job = Job(id=uuid.uuid4().hex, case_type=str(case_type), rows=records, headers=[h for _, h in index],
-                  search_column=fields.get("search_column") or search_field,
-                  create_new=fields.get("create_new_cases") == "on", name_column=fields.get("name_column") or "name",
-                  polls_left=self.job_polls)
-        self.uploads.append({"job": job.id, "case_type": case_type, "filename": filename, "rows": len(records),
-                             "sheet": sheet.title, "cell_types": {type(v).__name__ for r in rows[1:] for v in r}})
+        known = self.case_types | self.store.case_types()
+        if not known:  # views.py: get_case_types_from_apps and get_case_types_for_domain_es both empty
+            raise ImporterRawError("Your project does not use cases yet. Please add cases to your project "
+                                   "before attempting to import.")
+        sheets = read_workbook(content)
+        if all(title in known for title, _ in sheets):
+            # views.py _is_bulk_import: every sheet titled like a case type -> one import per sheet, and
+            # _create_bulk_configs reads create_new_cases == 'True' (not 'on') and search_column without default
+            if "search_column" not in fields:
+                raise KeyError("search_column")
+            parsed = [parse_sheet(title, rows) for title, rows in sheets]
+            create_new = fields.get("create_new_cases") == "True"
+        else:
+            parsed = [parse_sheet(str(case_type), sheets[0][1])]  # single mode: the first worksheet only
+            create_new = fields.get("create_new_cases") == "on"
+        job = Job(id=uuid.uuid4().hex, sheets=parsed, search_column=fields.get("search_column") or search_field,
+                  create_new=create_new, name_column=fields.get("name_column") or "name")
+        with self.lock:
+            if self.fail_next_job is not None:
+                job.fail_after_chunks, job.fail_message = self.fail_after_chunks, self.fail_next_job
+                self.fail_next_job, self.fail_after_chunks = None, 0
+            job.report_no_result, self.next_job_without_result = self.next_job_without_result, False
+        self.uploads.append({"job": job.id, "case_type": case_type, "filename": filename,
+                             "rows": job.total_rows, "sheets": [t for t, _ in sheets],
+                             "create_new_cases": fields.get("create_new_cases"),
+                             "cell_types": {type(v).__name__ for s in parsed for r in s.rows for v in r.values()}})
         return job
 
-    def _run_job(self, job: Job) -> None:
-        if self.fail_next_job:
-            message, self.fail_next_job = self.fail_next_job, None
-            job.state, job.result = 3, _failed(message)
-            return
-        for reserved in RESERVED:
-            if reserved in job.headers:
-                text = ("deprecated, use parent_identifier" if reserved == "parent_ref"
-                        else f'Error: Field name "{reserved}" is reserved')
-                job.state, job.result = 3, _failed(text)
-                return
-        created = matched = 0
-        errors: Dict[Tuple[str, Optional[str]], Dict[str, Any]] = {}
-
-        def fail(row: int, title: str, column: Optional[str], description: str) -> None:
-            entry = errors.setdefault((title, column), {"title": title, "description": description,
-                                                        "column": column, "rows": []})
-            entry["rows"].append(row)
-
-        chunks = 0
-        for start in range(0, len(job.rows), CHUNK):
-            chunks += 1
-            for offset, raw in enumerate(job.rows[start: start + CHUNK]):
-                row_no = start + offset + 2
-                if not any(v not in (None, "") for v in raw.values()):
-                    continue  # blank rows are skipped silently
-                outcome = self._apply_row(job, raw, row_no, fail)
-                if outcome == "created":
-                    created += 1
-                elif outcome == "updated":
-                    matched += 1
-        job.state = 2
-        job.result = {"match_count": matched, "created_count": created, "num_chunks": chunks,
-                      "errors": list(errors.values())}
-
-    def _apply_row(self, job: Job, raw: Dict[str, Any], row_no: int, fail: Callable[..., None]) -> Optional[str]:
-        values = {k: ("" if v is None else str(v)) for k, v in raw.items()}
-        search = values.get(job.search_column, "")
+    # ------------------------------------------------------------------ Case API v2
+    def _v2_list(self, query: Dict[str, List[str]]) -> Tuple[int, Any]:
+        """get_list.py: filters case_type, external_id, owner_id, closed; limit <= 5000; unknown params 400."""
+        allowed = {"case_type", "external_id", "owner_id", "closed", "limit", "cursor"}
+        unknown = [k for k in query if k not in allowed]
+        if unknown:
+            return 400, {"error": f"'{unknown[0]}' is not a valid parameter."}
         try:
-            search = str(int(float(search)))  # the importer's own normalisation: '0042' -> '42'
+            limit = int(query.get("limit", ["20"])[0])
         except ValueError:
-            pass
-        if not search:
-            fail(row_no, "Blank External ID", None, "A row has a blank external id")
-            return None
-        if len(search) > MAX_LEN:
-            fail(row_no, "External ID Too Long", "external_id", "External ID is too long")
-            return None
-        name = values.get(job.name_column, "")
-        if len(name) > MAX_LEN:
-            fail(row_no, "Name Too Long", "name", "Name is too long")
-            return None
-        owner = values.get("owner_id", "")
-        if owner and owner not in self.owners:
-            fail(row_no, "Invalid Owner", "owner_id", "Owner ID was used in the mapping but there were errors")
-            return None
-        parent = None
-        parent_ext = values.get("parent_external_id", "")
-        if parent_ext:
-            parent_type = values.get("parent_type") or job.case_type
-            match = [c for c in self.cases.values() if c.external_id == parent_ext and c.case_type == parent_type]
-            if not match:
-                fail(row_no, "Invalid Parent ID", "parent_external_id", "Could not find parent case")
-                return None
-            parent = (values.get("parent_identifier") or "parent", match[0].case_id)
-        special = {job.search_column, job.name_column, "external_id", "owner_id", "parent_external_id",
-                   "parent_type", "parent_identifier", "parent_relationship_type", "close"}
-        props = {k: ("" if v == "---" else v) for k, v in values.items() if k not in special}
-        with self.lock:
-            existing = [c for c in self.cases.values() if c.case_type == job.case_type and c.external_id == search]
-            if len(existing) > 1:
-                fail(row_no, "Too Many Matches", None, "More than one case matches")
-                return None
-            if existing:
-                case = existing[0]
-                if name:
-                    case.name = name
-                if owner:
-                    case.owner_id = owner
-                case.properties.update(props)
-                if parent:
-                    case.parent = parent
-                if values.get("close") == "yes":
-                    case.closed = True
-                return "updated"
-            if not job.create_new:
-                return None
-            case = Case(case_id=uuid.uuid4().hex, case_type=job.case_type, external_id=search, name=name,
-                        owner_id=owner or "uploading-user", properties=props, parent=parent)
-            self.cases[case.case_id] = case  # create caseblocks ignore close
-            return "created"
+            return 400, {"error": "'limit' must be an integer"}
+        if limit > V2_MAX_LIMIT:
+            return 400, {"error": f"You cannot request more than {V2_MAX_LIMIT} cases per request."}
+        with self.store.lock:
+            cases = list(self.store.cases.values())
+        for key in ("case_type", "external_id", "owner_id"):
+            if key in query:
+                cases = [c for c in cases if getattr(c, key) == query[key][0]]
+        if "closed" in query:
+            want = query["closed"][0].lower() == "true"
+            cases = [c for c in cases if c.closed == want]
+        start = int(query.get("cursor", ["0"])[0] or 0)
+        page = cases[start:start + limit]
+        nxt = None
+        if start + limit < len(cases):
+            nxt = f"{self.base_url}/a/{self.domain}/api/case/v2/?cursor={start + limit}&limit={limit}" + "".join(
+                f"&{k}={v[0]}" for k, v in query.items() if k not in ("cursor", "limit"))
+        return 200, {"matching_records": len(page), "cases": [c.serialize(self.domain) for c in page], "next": nxt}
+
+    def _v2_bulk_fetch(self, body: bytes) -> Tuple[int, Any]:
+        """get_bulk.py: {"case_ids": [...], "external_ids": [...]} -> one entry per id in input order (case ids
+        first), "not found" stubs; duplicates of an external_id come back as one case. Not location_safe: a
+        location-restricted user gets 403 (test_case_api_bulk_fetch_requires_access_all_locations)."""
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"error": "Payload must be valid JSON"}
+        case_ids = list(data.get("case_ids") or [])
+        external_ids = list(data.get("external_ids") or [])
+        if len(case_ids) + len(external_ids) > V2_BULK_MAX:
+            return 400, {"error": f"You cannot request more than {V2_BULK_MAX} cases per request."}
+        out: List[Dict[str, Any]] = []
+        missing = 0
+        for case_id in case_ids:
+            case = self.store.cases.get(case_id)
+            if case is None:
+                missing += 1
+                out.append({"case_id": case_id, "error": "not found"})
+            else:
+                out.append(case.serialize(self.domain))
+        for ext in external_ids:
+            found = self.store.find(None, ext)
+            if not found:
+                missing += 1
+                out.append({"external_id": ext, "error": "not found"})
+            else:
+                out.append(found[-1].serialize(self.domain))  # results keyed by external_id: one per id
+        return 200, {"matching_records": len(out) - missing, "missing_records": missing, "cases": out}
 
     # ------------------------------------------------------------------ HTTP
     def _authorised(self, header: Optional[str]) -> bool:
@@ -252,6 +236,8 @@ class CommCareEmulator:
         hq = self
         upload_path = f"/a/{DEMO_DOMAIN}/importer/excel/bulk_upload_api/"
         status_prefix = f"/a/{DEMO_DOMAIN}/importer/case_importer/status/"
+        v2_list = f"/a/{DEMO_DOMAIN}/api/case/v2/"
+        v2_bulk = f"/a/{DEMO_DOMAIN}/api/case/v2/bulk-fetch/"
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -274,7 +260,14 @@ class CommCareEmulator:
             def _json(self, status: int, data: Any) -> None:
                 self._send(status, json.dumps(data).encode())
 
-            def _fault(self, faults: List[Tuple[int, Optional[int]]]) -> bool:
+            def _html(self, status: int, text: str) -> None:
+                self._send(status, f"<html><body>{text}</body></html>".encode(), "text/html")
+
+            def _drop(self) -> None:
+                self.close_connection = True
+                self.connection.close()
+
+            def _fault(self, faults: List[Fault]) -> bool:
                 with hq.lock:
                     if not faults:
                         return False
@@ -288,59 +281,76 @@ class CommCareEmulator:
                     self._send(401, headers={"WWW-Authenticate": 'ApiKey realm="CommCare HQ"'})
                     return False
                 if hq.forbidden:
-                    self._send(403, b"<html><body>Forbidden</body></html>", "text/html")
+                    self._html(403, "Forbidden")
                     return False
                 return True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                path = urlsplit(self.path).path
+                if path == v2_bulk:
+                    hq.requests["case_api"] += 1
+                    if self._auth():
+                        if hq.location_restricted:
+                            return self._html(403, "Forbidden")
+                        self._json(*hq._v2_bulk_fetch(body))
+                    return
                 hq.requests["upload"] += 1
-                if urlsplit(self.path).path != upload_path:
-                    return self._send(404, b"<html>Not Found</html>", "text/html")
+                if path != upload_path:
+                    return self._html(404, "Not Found")
                 if self._fault(hq.upload_faults) or not self._auth():
                     return
+                if hq.location_restricted:
+                    # views.py bulk_case_upload_api is not @location_safe, so HQ's location middleware refuses a
+                    # location-restricted user (a 403 page) [infer: the middleware's answer, not read in full]
+                    return self._html(403, "You do not have permission to access this page.")
+                if hq.before_queue is not None and hq.before_queue() is False:
+                    return self._drop()
                 try:
                     job = hq._check_upload(_multipart(self.headers.get("Content-Type", ""), body))
                 except ImporterRawError as exc:
                     return self._json(500, {"code": 500, "message": str(exc)})
+                except KeyError:
+                    return self._html(500, "Server Error (500)")  # an uncaught exception: Django's page
                 with hq.lock:
                     hq.jobs[job.id] = job
-                host, port = hq._server.server_address[:2]
+                    fault = hq.after_queue_faults.pop(0) if hq.after_queue_faults else None
+                hq.importer.submit(job)
+                if hq.after_queue is not None:
+                    hq.after_queue(job)
+                if fault == "drop":
+                    return self._drop()
+                if isinstance(fault, int):
+                    return self._html(fault, "Bad Gateway")
                 self._json(200, {"code": 200, "message": "success",
-                                 "status_url": f"http://{host}:{port}{status_prefix}dl-{job.id}/"})
+                                 "status_url": f"{hq.base_url}{status_prefix}dl-{job.id}/"})
 
             def do_GET(self) -> None:
+                split = urlsplit(self.path)
+                if split.path == v2_list:
+                    hq.requests["case_api"] += 1
+                    if self._auth():
+                        self._json(*hq._v2_list(parse_qs(split.query)))
+                    return
                 hq.requests["status"] += 1
-                path = urlsplit(self.path).path
-                if not path.startswith(status_prefix):
-                    return self._send(404, b"<html>Not Found</html>", "text/html")
+                if not split.path.startswith(status_prefix):
+                    return self._html(404, "Not Found")
                 if self._fault(hq.status_faults) or not self._auth():
                     return
-                job = hq.jobs.get(path[len(status_prefix):].strip("/").removeprefix("dl-"))
-                if job is None:
-                    return self._json(200, {"state": -1, "progress": {"percent": 0}, "result": None})
-                with hq.lock:
-                    if job.state in (0, 1) and job.polls_left > 0:
-                        job.polls_left -= 1
-                        job.state = 1
-                        return self._json(200, {"state": 1, "progress": {"percent": 50}, "result": None})
-                    if job.state in (0, 1):
-                        hq._run_job(job)
-                if job.state == 2 and hq.before_success_status is not None:
+                job = hq.jobs.get(split.path[len(status_prefix):].strip("/").removeprefix("dl-"))
+                if job is None:  # tracking/views.py: unknown (or not permitted) upload id -> empty 404
+                    return self._send(404)
+                if hq.on_status is not None:
+                    hq.on_status(job)
+                state = job.state
+                if state == 2 and hq.before_success_status is not None:
                     hq.before_success_status(job)
-                self._json(200, {"state": job.state, "progress": {"percent": 0}, "result": job.result})
+                if state in (0, 1):
+                    return self._json(200, {"state": state, "progress": {"percent": job.progress}, "result": None})
+                self._json(200, {"state": state, "progress": {"percent": 0}, "result": job.result})
 
         return Handler
-
-
-class ImporterRawError(Exception):
-    pass
-
-
-def _failed(message: str) -> Dict[str, Any]:
-    return {"match_count": None, "created_count": None, "num_chunks": None,
-            "errors": [{"title": None, "description": message, "column": None, "rows": []}]}
 
 
 def _multipart(content_type: str, body: bytes) -> Dict[str, Any]:

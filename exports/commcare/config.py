@@ -22,6 +22,9 @@ class CommCareSettings:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     poll_interval: float = 2.0
     poll_timeout: float = 1800.0
+    # how long a job whose upload answer was lost may still be running before its rows are looked up in
+    # CommCare: beyond the hour the importer keeps an upload's file (a job not started by then fails)
+    unknown_job_grace: float = 7200.0
     request_timeout: float = 120.0
     max_attempts: int = 5
     backoff_factor: float = 1.0

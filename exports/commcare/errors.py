@@ -23,3 +23,10 @@ class CommCareJobFailed(CommCareError):
 
 class CommCareUnavailable(CommCareError):
     """CommCare could not be reached or kept failing (5xx, 429) after retries."""
+
+
+class CommCareUploadUncertain(CommCareError):
+    """An upload may or may not have queued a job (timeout, dropped connection, gateway error after sending).
+
+    Its rows are withheld until the job can be ruled out or found: see journal.py.
+    """

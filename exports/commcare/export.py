@@ -1,13 +1,17 @@
-"""Bring CommCare in step with the case marts: plan, write workbooks, upload, record what was accepted.
+"""Bring CommCare in step with the case marts: settle earlier jobs, plan, write workbooks, upload, record.
 
-Order matters and is kept: every student workbook is imported (job finished) before any enrolment
-workbook, so parents exist first. Only rows CommCare confirmed enter the ledger; anything else stays
-pending and is sent again next run. A crash anywhere leaves the ledger as it was before the chunk, so the
-next run re-sends rather than skips (the import is an upsert by external id).
+Order matters and is kept:
+1. Every job an earlier run left unfinished is settled first (journal.py), so nothing is planned from a
+   ledger that a job still in CommCare's queue is about to change, and no row is ever in two jobs at once.
+2. Per case type, students before enrolments (parents must exist first), each type's upsert workbooks are
+   imported (job finished) before its update-only close workbooks.
+3. Only what CommCare confirmed enters the ledger; anything else stays pending or 'maybe' and is sent again.
+A crash anywhere leaves the journal saying which jobs may exist; the next run settles them first.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -17,11 +21,14 @@ import duckdb
 from moodle_commcare import runlog
 from moodle_commcare.warehouse import connect
 
-from . import ledger
-from .client import CommCareClient
+from . import journal, ledger
+from .client import CommCareClient, JobResult
 from .config import CommCareSettings
-from .errors import CommCareError
+from .errors import (CommCareAuthError, CommCareError, CommCareJobFailed, CommCareUnavailable,
+                     CommCareUploadRejected, CommCareUploadUncertain)
 from .xlsx import write_workbook
+
+Say = Callable[[str], None]
 
 
 @dataclass
@@ -38,7 +45,17 @@ class TypeReport:
 
     @property
     def to_send(self) -> int:
-        return sum(self.planned.get(a, 0) for a in ("create", "update", "close"))
+        return sum(self.planned.get(a, 0) for a in ("create", "update", "close", "reopen"))
+
+
+@dataclass
+class SettleReport:
+    jobs: int = 0  # unfinished jobs found
+    settled: int = 0
+    still_open: int = 0  # still running, or answer lost within the grace: their rows are withheld
+    looked_up: int = 0  # rows resolved through Case API v2
+    seconds: float = 0.0
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -47,10 +64,11 @@ class ExportReport:
     dry_run: bool
     out_dir: Optional[Path]
     types: List[TypeReport]
+    settle: SettleReport = field(default_factory=SettleReport)
 
 
 def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dry_run: bool = False,
-               full: bool = False, on_progress: Optional[Callable[[str], None]] = None) -> ExportReport:
+               full: bool = False, on_progress: Optional[Say] = None) -> ExportReport:
     started = runlog.utcnow()
     say = on_progress or (lambda _: None)
     client = CommCareClient(settings) if upload and not dry_run else None
@@ -58,11 +76,15 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
         raise CommCareError(f"{db} does not exist: run `moodle-commcare extract` and `transform` first.")
     out_dir = None if dry_run else settings.out_dir / started.strftime("%Y%m%dT%H%M%SZ")
     report = ExportReport(uploaded=client is not None, dry_run=dry_run, out_dir=out_dir, types=[])
-    con = connect(db)
+    con = connect(db)  # the DuckDB file lock doubles as the export lock: a second export gets WarehouseBusy
     status = "failed"
     try:
         ledger.ensure_tables(con)
+        journal.ensure_tables(con)
+        if client is not None:
+            report.settle = settle(con, client, settings, say)
         for table in ledger.CASE_TABLES:
+            journal.withhold_unsettled(con)
             columns = ledger.plan(con, table, settings.chunk_rows, full=full)
             part = TypeReport(table.case_type, planned=ledger.counts(con, table))
             report.types.append(part)
@@ -70,49 +92,119 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
                 part.examples = _examples(con, table, columns)
                 ledger.drop_plan(con, table)
                 continue
-            for chunk in ledger.chunks(con, table):
-                path = out_dir / f"{table.case_type}-{chunk + 1:03d}.xlsx"  # type: ignore[operator]
-                rows = write_workbook(path, columns, ledger.rows_of_chunk(con, table, columns, chunk))
-                part.files.append(path)
-                say(f"wrote {path} ({rows:,} {table.case_type} cases)")
-                if client is not None:
-                    _upload_chunk(con, client, table, chunk, path, part, say)
+            for mode in (ledger.UPSERT, ledger.CLOSE):
+                for chunk in ledger.chunks(con, table, mode):
+                    suffix = "" if mode == ledger.UPSERT else "-close"
+                    path = out_dir / f"{table.case_type}{suffix}-{chunk + 1:03d}.xlsx"  # type: ignore[operator]
+                    rows = write_workbook(path, columns, ledger.rows_of_chunk(con, table, columns, mode, chunk))
+                    part.files.append(path)
+                    say(f"wrote {path} ({rows:,} {table.case_type} cases{', to close' if suffix else ''})")
+                    if client is not None:
+                        _send(con, client, table, mode, chunk, path, part, say)
             ledger.drop_plan(con, table)
         status = "ok" if all(t.failed == 0 for t in report.types) else "partial"
         return report
     finally:
-        summary = {t.case_type: {"planned": t.planned, "created": t.created, "updated": t.updated,
-                                 "closed": t.closed, "failed": t.failed, "files": [str(f) for f in t.files]}
-                   for t in report.types}
+        summary: Dict[str, Any] = {
+            t.case_type: {"planned": t.planned, "created": t.created, "updated": t.updated, "closed": t.closed,
+                          "failed": t.failed, "files": [str(f) for f in t.files]} for t in report.types}
         summary["uploaded"] = report.uploaded
+        summary["settle"] = {"jobs": report.settle.jobs, "settled": report.settle.settled,
+                             "still_open": report.settle.still_open, "seconds": round(report.settle.seconds, 2)}
         if not dry_run:
             runlog.record(db, "export", status, started, summary, con=con)
         con.close()
 
 
-def _upload_chunk(con: duckdb.DuckDBPyConnection, client: CommCareClient, table: ledger.CaseTable, chunk: int,
-                  path: Path, part: TypeReport, say: Callable[[str], None]) -> None:
-    status_url = client.upload(path, table.case_type)
+def settle(con: duckdb.DuckDBPyConnection, client: CommCareClient, settings: CommCareSettings,
+           say: Say) -> SettleReport:
+    """Bring every job an earlier run left open to its end (or leave its rows withheld), oldest first."""
+    began = time.monotonic()
+    out = SettleReport()
+    open_jobs = journal.open_jobs(con)
+    out.jobs = len(open_jobs)
+    deadline = began + settings.poll_timeout
+    for job in open_jobs:
+        if job.state == "prepared":
+            journal.apply_not_sent(con, job.job_id, "the run stopped before sending it")
+            out.settled += 1
+        elif job.state == "queued":
+            say(f"settling CommCare job for {Path(job.file).name} from an earlier run")
+            result = client.wait(job.status_url or "", timeout=max(deadline - time.monotonic(), 0.0))
+            if result is None:
+                out.still_open += 1
+                out.notes.append(f"{Path(job.file).name}: CommCare is still importing it; its {job.rows:,} rows "
+                                 "wait for the next run")
+                continue
+            _apply(con, job.job_id, result)
+            out.settled += 1
+        else:  # sending: the POST's answer was lost
+            age = (runlog.utcnow().replace(tzinfo=None) - job.sent_at).total_seconds() if job.sent_at else 0.0
+            if age < settings.unknown_job_grace:
+                out.still_open += 1
+                out.notes.append(
+                    f"{Path(job.file).name}: CommCare may still be importing it (its answer was lost {age / 60:.0f} "
+                    f"min ago); its {job.rows:,} rows are held back until "
+                    f"{settings.unknown_job_grace / 60:.0f} min have passed, then looked up in CommCare")
+                continue
+            found = client.find_external_ids(journal.sent_ids(con, job.job_id))
+            counts = journal.apply_lookup(con, job.job_id, found)
+            out.looked_up += counts["rows"]
+            out.settled += 1
+    out.seconds = time.monotonic() - began
+    return out
+
+
+def _apply(con: duckdb.DuckDBPyConnection, job_id: str, result: JobResult) -> None:
+    if result.succeeded:
+        journal.apply_success(con, job_id, result.row_errors(), result.upload_id)
+    else:
+        journal.apply_unconfirmed(con, job_id, f"Import job ended unconfirmed: {result.failure}")
+
+
+def _send(con: duckdb.DuckDBPyConnection, client: CommCareClient, table: ledger.CaseTable, mode: str, chunk: int,
+          path: Path, part: TypeReport, say: Say) -> None:
+    job_id = journal.record(con, table, mode, chunk, str(path))
+    journal.mark_sending(con, job_id)
+    try:
+        status_url = client.upload(path, table.case_type, create_new_cases=mode == ledger.UPSERT)
+    except (CommCareUploadRejected, CommCareAuthError, CommCareUnavailable) as exc:
+        journal.apply_not_sent(con, job_id, str(exc))  # no job can exist: the rows stay pending
+        raise
+    except CommCareUploadUncertain as exc:
+        settings = client.settings
+        raise CommCareUploadUncertain(
+            f"{exc} CommCare may have queued it, so its rows are not sent again until CommCare shows what it "
+            f"did: the next exports hold them back for {settings.unknown_job_grace / 60:.0f} min, then "
+            "looks them up by external id. Nothing is lost.") from None
+    journal.mark_queued(con, job_id, status_url)
     say(f"uploaded {path.name}; waiting for CommCare's import job")
     result = client.wait(status_url)
-    if result.state == 3:
-        # the job failed as a whole; earlier chunks of 100 may have been applied (no rollback), so every
-        # row stays pending and is re-sent: the upsert makes that safe
-        rows = con.execute(f"select _sheet_row from {ledger.plan_table(table)} where _chunk = ?", [chunk]).fetchall()
-        _note_failures(part, ledger.reject(con, table, chunk, {r[0]: f"Import failed: {result.failure}" for r in rows}))
+    if result is None:
+        raise CommCareJobFailed(
+            f"CommCare's import job for {path.name} did not finish within {client.settings.poll_timeout:g}s. It is "
+            "in the job journal: the next export waits for it (or reads its result) before sending anything else "
+            "for those cases, so nothing is sent twice and nothing is lost.")
+    _apply(con, job_id, result)
+    rows = dict(con.execute(f"select sheet_row, closing from {journal.JOB_ROWS} where job_id = ?", [job_id]).fetchall())
+    if not result.succeeded:
+        part.failed += len(rows)
+        ids = con.execute(f"select sent_external_id from {journal.JOB_ROWS} where job_id = ? order by sheet_row "
+                          "limit 50", [job_id]).fetchall()
+        _note(part, {r[0]: f"Import failed: {result.failure}" for r in ids})
         return
     row_errors = result.row_errors()
-    closing = dict(con.execute(
-        f"select _sheet_row, _action = 'close' from {ledger.plan_table(table)} where _chunk = ?", [chunk]).fetchall())
-    ledger.accept(con, table, chunk, row_errors, result.upload_id)
     part.created += result.created
-    part.updated += result.updated
-    part.closed += sum(1 for row, is_close in closing.items() if is_close and row not in row_errors)
-    _note_failures(part, ledger.reject(con, table, chunk, row_errors))
+    part.updated += result.updated - sum(1 for r, closing in rows.items() if closing and r not in row_errors)
+    part.closed += sum(1 for r, closing in rows.items() if closing and r not in row_errors)
+    part.failed += len(row_errors)
+    if row_errors:
+        ids = dict(con.execute(f"select sheet_row, sent_external_id from {journal.JOB_ROWS} where job_id = ?",
+                               [job_id]).fetchall())
+        _note(part, {ids[r]: e for r, e in row_errors.items() if r in ids})
 
 
-def _note_failures(part: TypeReport, failed: Dict[str, str]) -> None:
-    part.failed += len(failed)
+def _note(part: TypeReport, failed: Dict[str, str]) -> None:
     for ext, error in failed.items():
         if len(part.errors) >= 50:
             break
@@ -120,8 +212,8 @@ def _note_failures(part: TypeReport, failed: Dict[str, str]) -> None:
 
 
 def _examples(con: duckdb.DuckDBPyConnection, table: ledger.CaseTable, columns: List[str]) -> List[Dict[str, Any]]:
-    shown = [c for c in columns if c in ("external_id", "name", "owner_id", "engagement_status", "close")]
+    shown = [c for c in columns if c in ("name", "owner_id", "engagement_status", "close")]
     cols = ", ".join(f'"{c}"' for c in shown)
-    rows = con.execute(f"select _action, {cols} from {ledger.plan_table(table)} "
-                       "where _seq is not null order by _seq limit 3").fetchall()
-    return [dict(zip(["action", *shown], r)) for r in rows]
+    rows = con.execute(f"select _action, _sent_id, {cols} from {ledger.plan_table(table)} "
+                       "where _seq is not null order by _mode desc, _seq limit 3").fetchall()
+    return [dict(zip(["action", "external_id", *shown], r)) for r in rows]

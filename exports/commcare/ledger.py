@@ -41,21 +41,33 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""
         create table if not exists {SCHEMA}.case_ledger (
             case_type varchar not null,
-            external_id varchar not null,
+            external_id varchar not null,  -- the mart's id; CommCare's is this plus '-r<episode>' after a reopen
             hashes json,                -- property -> 64-bit hash of the value CommCare accepted; NULL if never
                                         -- accepted (a DuckDB upgrade that changes hash() resends all, once)
-            closed boolean not null default false,
+            closed boolean not null default false,  -- a close of the current episode's case was confirmed
             accepted_at timestamp,
             upload_id varchar,
             last_error varchar,         -- why CommCare rejected the latest attempt; cleared on acceptance
             last_error_at timestamp,
             primary key (case_type, external_id)
         )""")
+    # since issue 10: does CommCare hold the current episode's case ('yes' / 'no' / 'maybe': a job that may
+    # have created it ended without saying so), and which episode is current
+    con.execute(f"alter table {SCHEMA}.case_ledger add column if not exists in_commcare varchar")
+    con.execute(f"alter table {SCHEMA}.case_ledger add column if not exists episode integer")
+    con.execute(f"""update {SCHEMA}.case_ledger
+                    set in_commcare = case when hashes is not null then 'yes' else 'maybe' end, episode = 0
+                    where in_commcare is null""")
 
 
-def text_expr(column: str, duck_type: str) -> str:
+def sent_id(base: str, episode: str) -> str:
+    """SQL: the external id CommCare knows for an episode: the mart's id, then -r1, -r2 ... after reopens."""
+    return f"case when coalesce({episode}, 0) > 0 then {base} || '-r' || cast({episode} as varchar) else {base} end"
+
+
+def text_expr(column: str, duck_type: str, alias: str = "m") -> str:
     """SQL turning a mart value into the exact text the xlsx cell gets (NULL stays NULL: a blank cell)."""
-    q = f'"{column}"'
+    q = f'{alias}."{column}"'
     t = duck_type.upper()
     if t.startswith(("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER")):
         return f"cast({q} as varchar)"
@@ -68,10 +80,11 @@ def text_expr(column: str, duck_type: str) -> str:
         return f"case when {q} then 'yes' when not {q} then 'no' end"
     if t == "DATE":
         return f"strftime({q}, '%Y-%m-%d')"
+    # ISO 8601 in UTC: what CommCare's data dictionary and apps parse (the marts' timestamps are UTC)
     if t.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"strftime(timezone('UTC', {q}), '%Y-%m-%d %H:%M:%S')"
+        return f"strftime(timezone('UTC', {q}), '%Y-%m-%dT%H:%M:%SZ')"
     if t.startswith("TIMESTAMP"):
-        return f"strftime({q}, '%Y-%m-%d %H:%M:%S')"
+        return f"strftime({q}, '%Y-%m-%dT%H:%M:%SZ')"
     return f"cast({q} as varchar)"
 
 
@@ -95,18 +108,42 @@ def export_columns(con: duckdb.DuckDBPyConnection, table: CaseTable) -> List[Tup
     return [(n, types[n]) for n in lead + rest + ["close"]]
 
 
-def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full: bool = False) -> List[str]:
-    """Build temp table export_plan_<type>: every case with its text values, hashes and action.
+UPSERT, CLOSE = "upsert", "close"  # the two kinds of upload: create_new_cases on, and update-only
 
-    Actions: create (never accepted), update / close (a value changed, or --full), unchanged, and
-    skip_closed (never created and already to close: CommCare ignores close on create, so nothing to do).
-    Returns the file's columns.
+
+def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full: bool = False) -> List[str]:
+    """Build the table _plan_<type>: every case with its text values, hashes and action.
+
+    Actions, from what the ledger knows of the case in CommCare:
+    - create: never created. skip_closed: never created and already to close (nothing to do: a create
+      row ignores close, so sending it would create an open case).
+    - update: a value changed (or --full), or a job that may have created it ended unconfirmed ('maybe'):
+      sent with create_new_cases on, an upsert, safe whether or not the case exists.
+    - close: open (or maybe existing) and now to close: sent in an update-only upload, so a case that
+      does not exist is not created, and "not found" means done.
+    - reopen: closed in CommCare and open again in Moodle. CommCare cannot reopen a case, so a new case
+      is created under the next episode's id (<id>-r<n>); the old one stays closed, its history intact.
+    - withheld: in a job that has not been settled yet (see journal.py), or its parent is: never sent twice
+      at once, and never before its parent.
+    - unchanged.
+    Enrolments name their parent by the student's current episode id. Returns the file's columns.
     """
     columns = export_columns(con, table)
     names = [n for n, _ in columns]
-    texts = ",\n            ".join(f'{text_expr(n, t)} as "{n}"' for n, t in columns)
+    ledger = f"{SCHEMA}.case_ledger"
+    texts = []
+    for n, t in columns:
+        if n == "parent_external_id":
+            texts.append(f'{sent_id("m.parent_external_id", "pl.episode")} as "parent_external_id"')
+        else:
+            texts.append(f'{text_expr(n, t)} as "{n}"')
+    parent_join = (f"left join {ledger} as pl on pl.case_type = m.parent_type "
+                   "and pl.external_id = m.parent_external_id") if table.parent else ""
+    # a child waits while its parent's job is unsettled: sent now it would fail, or race the parent's create
+    parent_withheld = ("left join _withheld as pw on pw.case_type = cur.parent_type and pw.external_id = "
+                       "cur._parent_base" if table.parent else "left join (select null as external_id) as pw on false")
     hashed = [n for n in names if n != "external_id"]
-    # 64-bit hashes keep the ledger small; json_extract on the parsed ledger JSON reads each property once
+
     def digest(column: str) -> str:  # NULL stays NULL: an empty value matches a property never sent
         return f'case when cur."{column}" is not null then cast(hash(cur."{column}") as varchar) end'
 
@@ -118,32 +155,47 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
         create or replace table {name} as
         with cur as (
             select
-            {texts}
-            from {table.relation}
+            {(","+chr(10)+"            ").join(texts)}{", m.parent_external_id as _parent_base" if table.parent else ""}
+            from {table.relation} as m
+            {parent_join}
         ),
         classified as (
             select
                 cur.*,
                 {hashes} as _hashes,
+                coalesce(l.episode, 0) as _old_episode,
                 case
-                    when l.hashes is null and cur.close = 'yes' then 'skip_closed'
-                    when l.hashes is null then 'create'
+                    when w.external_id is not null or pw.external_id is not null then 'withheld'
+                    when coalesce(l.in_commcare, 'no') = 'no' and cur.close = 'yes' then 'skip_closed'
+                    when coalesce(l.in_commcare, 'no') = 'no' then 'create'
+                    when l.closed and cur.close = 'yes' then 'unchanged'
+                    when l.closed then 'reopen'
+                    when cur.close = 'yes' then 'close'
+                    when l.in_commcare = 'maybe' then 'update'
                     when not ({changed}) and not {str(bool(full)).lower()} then 'unchanged'
-                    when cur.close = 'yes' and not l.closed then 'close'
                     else 'update'
                 end as _action
             from cur
             left join (
-                select external_id, hashes, closed, json_extract_string(hashes, {paths}) as _old
-                from {SCHEMA}.case_ledger where case_type = '{table.case_type}'
+                select external_id, hashes, closed, in_commcare, episode,
+                       json_extract_string(hashes, {paths}) as _old
+                from {ledger} where case_type = '{table.case_type}'
             ) as l on l.external_id = cur.external_id
+            left join _withheld as w on w.case_type = '{table.case_type}' and w.external_id = cur.external_id
+            {parent_withheld}
+        ),
+        moded as (
+            select *,
+                   _old_episode + case when _action = 'reopen' then 1 else 0 end as _episode,
+                   case when _action in ('create', 'update', 'reopen') then '{UPSERT}'
+                        when _action = 'close' then '{CLOSE}' end as _mode
+            from classified
         )
         select
             *,
-            case when _action in ('create', 'update', 'close')
-                 then row_number() over (partition by _action in ('create', 'update', 'close') order by external_id) - 1
-            end as _seq
-        from classified
+            {sent_id("external_id", "_episode")} as _sent_id,
+            case when _mode is not null then row_number() over (partition by _mode order by external_id) - 1 end as _seq
+        from moded
     """)
     con.execute(f"alter table {name} add column _chunk bigint")
     con.execute(f"alter table {name} add column _sheet_row bigint")
@@ -165,53 +217,17 @@ def counts(con: duckdb.DuckDBPyConnection, table: CaseTable) -> Dict[str, int]:
     return dict(con.execute(f"select _action, count(*) from {plan_table(table)} group by 1").fetchall())
 
 
-def chunks(con: duckdb.DuckDBPyConnection, table: CaseTable) -> List[int]:
+def chunks(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str) -> List[int]:
     return [r[0] for r in con.execute(
-        f"select distinct _chunk from {plan_table(table)} where _chunk is not null order by 1").fetchall()]
+        f"select distinct _chunk from {plan_table(table)} where _mode = ? order by 1", [mode]).fetchall()]
 
 
-def accept(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk: int, failed_rows: Iterable[int],
-           upload_id: str) -> int:
-    """Record the chunk's rows CommCare accepted (all but failed_rows); returns how many."""
-    failed = sorted(set(int(r) for r in failed_rows)) or [-1]
-    name = plan_table(table)
-    con.execute(f"""
-        insert or replace into {SCHEMA}.case_ledger
-            (case_type, external_id, hashes, closed, accepted_at, upload_id, last_error, last_error_at)
-        select '{table.case_type}', p.external_id, p._hashes,
-               coalesce(l.closed, false) or coalesce(p.close = 'yes' and p._action <> 'create', false),
-               cast(timezone('UTC', current_timestamp) as timestamp), ?, null, null
-        from {name} as p
-        left join {SCHEMA}.case_ledger as l on l.case_type = '{table.case_type}' and l.external_id = p.external_id
-        where p._chunk = ? and p._sheet_row not in (select unnest(?::bigint[]))
-    """, [upload_id, chunk, failed])
-    return int(con.execute(
-        f"select count(*) from {name} where _chunk = ? and _sheet_row not in (select unnest(?::bigint[]))",
-        [chunk, failed]).fetchone()[0])
-
-
-def reject(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk: int, errors: Dict[int, str]) -> Dict[str, str]:
-    """Keep rejected rows pending with their error; returns external id -> error."""
-    if not errors:
-        return {}
-    name = plan_table(table)
-    rows = con.execute(
-        f"select _sheet_row, external_id from {name} where _chunk = ? and _sheet_row in (select unnest(?::bigint[]))",
-        [chunk, sorted(errors)]).fetchall()
-    con.executemany(f"""
-        insert into {SCHEMA}.case_ledger (case_type, external_id, last_error, last_error_at)
-        values ('{table.case_type}', ?, ?, cast(timezone('UTC', current_timestamp) as timestamp))
-        on conflict (case_type, external_id) do update
-            set last_error = excluded.last_error, last_error_at = excluded.last_error_at
-    """, [(ext, errors[row]) for row, ext in rows])
-    return {ext: errors[row] for row, ext in rows}
-
-
-def rows_of_chunk(con: duckdb.DuckDBPyConnection, table: CaseTable, columns: Sequence[str], chunk: int,
+def rows_of_chunk(con: duckdb.DuckDBPyConnection, table: CaseTable, columns: Sequence[str], mode: str, chunk: int,
                   batch: int = 2000) -> Iterable[Tuple]:
-    """Stream a chunk's rows in sheet order, `batch` at a time."""
-    cols = ", ".join(f'"{c}"' for c in columns)
-    cur = con.execute(f"select {cols} from {plan_table(table)} where _chunk = ? order by _sheet_row", [chunk])
+    """Stream a chunk's rows in sheet order, `batch` at a time, with CommCare's id for the episode."""
+    cols = ", ".join("_sent_id" if c == "external_id" else f'"{c}"' for c in columns)
+    cur = con.execute(f"select {cols} from {plan_table(table)} where _mode = ? and _chunk = ? order by _sheet_row",
+                      [mode, chunk])
     while True:
         part = cur.fetchmany(batch)
         if not part:
