@@ -64,17 +64,27 @@ def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-d
                   title_justify="left")
     table.add_column("case type")
     if report.dry_run or not report.uploaded:
-        for column in ("to create", "to update", "to close", "unchanged", "skipped (closed, never sent)"):
+        for column in ("to create", "to reopen (new episode)", "to update", "to close", "held back (job open)",
+                       "unchanged", "skipped (closed, never sent)"):
             table.add_column(column, justify="right")
         for t in report.types:
             p = t.planned
-            table.add_row(t.case_type, *(f"{p.get(k, 0):,}" for k in ("create", "update", "close", "unchanged", "skip_closed")))
+            table.add_row(t.case_type, *(f"{p.get(k, 0):,}" for k in (
+                "create", "reopen", "update", "close", "withheld", "unchanged", "skip_closed")))
     else:
-        for column in ("created", "updated", "closed", "failed (stay pending)", "unchanged", "not sent (closed, never created)"):
+        for column in ("created", "updated", "closed", "failed (stay pending)", "held back (job open)", "unchanged",
+                       "not sent (closed, never created)"):
             table.add_column(column, justify="right")
         for t in report.types:
             table.add_row(t.case_type, f"{t.created:,}", f"{t.updated:,}", f"{t.closed:,}", f"{t.failed:,}",
-                          f"{t.planned.get('unchanged', 0):,}", f"{t.planned.get('skip_closed', 0):,}")
+                          f"{t.planned.get('withheld', 0):,}", f"{t.planned.get('unchanged', 0):,}",
+                          f"{t.planned.get('skip_closed', 0):,}")
+    settle = report.settle
+    if settle.jobs:
+        console.print(f"Earlier jobs: {settle.settled} of {settle.jobs} settled in {settle.seconds:.1f} s"
+                      + (f" ({settle.looked_up:,} rows looked up by external id)" if settle.looked_up else ""))
+        for note in settle.notes:
+            console.print(f"  [yellow]held back[/] {note}")
     console.print(table)
     for t in report.types:
         for example in t.examples:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -74,3 +75,33 @@ def module_warehouse(tmp_path_factory: pytest.TempPathFactory, name: str) -> Ite
         mp.setenv("DLT_DATA_DIR", str(tmp / "dlt_data"))
         with MoodleEmulator(spec=SMALL) as moodle:
             yield Warehouse(moodle, tmp / "moodle.duckdb")
+
+
+@pytest.fixture(scope="module")
+def export_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse extracted and transformed once; each test works on its own copy."""
+    from moodle_commcare.transform import run_transform
+
+    from .oracle import VARS
+
+    with module_warehouse(tmp_path_factory, "template") as wh:
+        wh.extract()
+        run_transform(wh.path, VARS)
+    return wh.path
+
+
+@pytest.fixture
+def db(export_template: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "moodle.duckdb"
+    shutil.copy(export_template, copy)
+    return copy
+
+
+@pytest.fixture
+def hq() -> Iterator[Any]:
+    from emulators.commcare import CommCareEmulator
+
+    from .export_support import OWNERS
+
+    with CommCareEmulator(owners=set(OWNERS)) as emulator:
+        yield emulator

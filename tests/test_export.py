@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any
 
 import duckdb
 import pytest
@@ -16,107 +12,14 @@ from openpyxl import load_workbook
 
 from emulators.commcare import CommCareEmulator
 from emulators.moodle import MoodleEmulator
-from exports.commcare import CommCareSettings, run_export
+from exports.commcare import run_export
 from exports.commcare.errors import CommCareAuthError, CommCareJobFailed
 from exports.commcare.ledger import HEADER_RE
 from moodle_commcare.transform import run_transform
 
-from .conftest import SMALL, Warehouse, module_warehouse
+from .conftest import SMALL, Warehouse
+from .export_support import assert_store_matches_marts, mart, settings, spawn_export
 from .oracle import VARS
-
-OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse extracted and transformed once; each test works on its own copy."""
-    with module_warehouse(tmp_path_factory, "template") as wh:
-        wh.extract()
-        run_transform(wh.path, VARS)
-    return wh.path
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "moodle.duckdb"
-    shutil.copy(template, copy)
-    return copy
-
-
-@pytest.fixture
-def hq() -> Iterator[CommCareEmulator]:
-    with CommCareEmulator(owners=set(OWNERS)) as emulator:
-        yield emulator
-
-
-def settings(hq: CommCareEmulator, tmp_path: Path, **extra: Any) -> CommCareSettings:
-    values: Dict[str, Any] = dict(base_url=hq.base_url, project=hq.domain, username=hq.username, api_key=hq.api_key,
-                                  allow_insecure_http=True, out_dir=tmp_path / "out", poll_interval=0.01,
-                                  backoff_factor=0.01, max_retry_delay=2.0, max_attempts=3)
-    values.update(extra)
-    return CommCareSettings(**values)
-
-
-def mart(db: Path, table: str) -> Dict[str, Dict[str, Any]]:
-    with duckdb.connect(str(db)) as con:
-        cur = con.execute(f"select * from commcare.{table}")
-        names = [d[0] for d in cur.description]
-        return {r[1]: dict(zip(names, r)) for r in cur.fetchall()}
-
-
-def as_text(value: Any) -> str:
-    """What a mart value must look like in CommCare: text, ISO dates, integers without .0."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return str(int(value)) if value == int(value) else f"{value:.6f}".rstrip("0").rstrip(".")
-    if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "hour") else value.strftime("%Y-%m-%d")
-    return str(value)
-
-
-def current_ids(db: Path, case_type: str) -> Dict[str, str]:
-    """The mart's external id -> the id CommCare knows for its current episode (-r<n> after a reopen)."""
-    with duckdb.connect(str(db)) as con:
-        try:
-            rows = con.execute("select external_id, episode from commcare_export.case_ledger where case_type = ?",
-                               [case_type]).fetchall()
-        except duckdb.CatalogException:
-            rows = []
-    return {ext: (f"{ext}-r{ep}" if ep else ext) for ext, ep in rows}
-
-
-def assert_store_matches_marts(hq: CommCareEmulator, db: Path) -> None:
-    """Every open mart case exactly once, open, with the mart's values; every case to close closed or never
-    created; every other case in CommCare an earlier, closed episode; no duplicates anywhere."""
-    assert hq.duplicates() == {}
-    for case_type, table in (("student", "commcare_student_cases"), ("course_enrolment", "commcare_enrolment_cases")):
-        store = hq.by_external_id(case_type)
-        rows = mart(db, table)
-        ids = current_ids(db, case_type)
-        parents = current_ids(db, "student")
-        current = set()
-        for ext, row in rows.items():
-            sent = ids.get(ext, ext)
-            current.add(sent)
-            case = store.get(sent)
-            if row["close"] == "yes":
-                assert case is None or case.closed, f"{sent} should be closed"
-                continue
-            assert case is not None and not case.closed, f"{sent} should be open in CommCare"
-            assert case.name == row["name"] and case.owner_id == row["owner_id"]
-            special = {"case_type", "external_id", "name", "owner_id", "parent_external_id", "parent_type", "close"}
-            props = {k: as_text(v) for k, v in row.items() if k not in special}
-            assert case.properties == props, ext
-            if case_type == "course_enrolment":
-                parent = hq.cases[case.parent[1]]  # type: ignore[index]
-                want = parents.get(row["parent_external_id"], row["parent_external_id"])
-                assert (parent.external_id, parent.case_type, parent.closed) == (want, "student", False)
-        for ext, case in store.items():
-            assert ext in current or case.closed, f"{ext} is in CommCare, open, but no longer current"
 
 
 def test_export_makes_commcare_equal_the_marts(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
@@ -253,12 +156,7 @@ def test_job_slower_than_the_poll_timeout_is_settled_next_run_not_resent(db: Pat
 
 def test_crash_between_upload_and_ledger_write_loses_nothing(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
     """The export process is killed after CommCare applied a job but before it heard back."""
-    env = {**os.environ, "COMMCARE__BASE_URL": hq.base_url, "COMMCARE__PROJECT": hq.domain,
-           "COMMCARE__USERNAME": hq.username, "COMMCARE__API_KEY": hq.api_key,
-           "COMMCARE__ALLOW_INSECURE_HTTP": "true", "COMMCARE__POLL_INTERVAL": "0.01",
-           "COMMCARE__OUT_DIR": str(tmp_path / "out")}
-    proc = subprocess.Popen([sys.executable, "-m", "moodle_commcare.cli", "export", "--upload", "--duckdb", str(db)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = spawn_export(db, hq, tmp_path)
 
     def crash(job: Any) -> None:
         if job.case_type == "course_enrolment":

@@ -316,9 +316,9 @@ class CommCareEmulator:
                 with hq.lock:
                     hq.jobs[job.id] = job
                     fault = hq.after_queue_faults.pop(0) if hq.after_queue_faults else None
-                hq.importer.submit(job)
                 if hq.after_queue is not None:
                     hq.after_queue(job)
+                hq.importer.submit(job)
                 if fault == "drop":
                     return self._drop()
                 if isinstance(fault, int):

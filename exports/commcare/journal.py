@@ -208,7 +208,8 @@ def apply_not_sent(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> 
 def apply_lookup(con: duckdb.DuckDBPyConnection, job_id: str, found: Dict[str, Dict[str, Any]]) -> Dict[str, int]:
     """Settle a job whose answer was lost by what CommCare holds now (Case API v2, by external id)."""
     con.execute("create or replace temp table _found (sent_external_id varchar, closed boolean)")
-    con.executemany("insert into _found values (?, ?)", [(k, bool(v.get("closed"))) for k, v in found.items()])
+    if found:
+        con.executemany("insert into _found values (?, ?)", [(k, bool(v.get("closed"))) for k, v in found.items()])
     con.execute("begin")
     try:
         # a created (or reopened) case exists: its values are unknown, so they are sent again as an update

@@ -1,13 +1,15 @@
-"""Bulk-import workbooks, written row by row.
+"""Bulk-import workbooks.
 
-xlsxwriter in constant-memory mode keeps one row in memory, and `write_string` stores every value as
-text: CommCare re-types numbers ("0042" -> 42), and a value starting with "=" must never become a formula.
+`write_string` stores every value as text: CommCare re-types numbers ("0042" -> 42), and a value
+starting with "=" must never become a formula.
 
 What CommCare reads is what openpyxl (read_only, data_only) makes of the file
 (corehq/util/workbook_reading/adapters/xlsx.py). xlsxwriter escapes a literal `_xHHHH_` as `_x005F_xHHHH_`
 and openpyxl turns that back, so such text arrives exactly; but openpyxl deletes every `x005F_` it reads
-(openpyxl/reader/strings.py `text.replace('x005F_', '')`) and keeps xlsxwriter's escapes of control
-characters literally (a Windows line break arrived as `_x000D_`). So before writing: line breaks become
+(openpyxl/reader/strings.py `text.replace('x005F_', '')`). That un-escaping happens for shared strings
+only: xlsxwriter's constant-memory mode writes inline strings, which openpyxl returns still escaped, so
+workbooks use shared strings (one chunk of rows, at most chunk_rows, is held in memory). openpyxl keeps
+xlsxwriter's escapes of control characters literally (a Windows line break arrived as `_x000D_`). So before writing: line breaks become
 `\n`, other C0 controls and the non-characters U+FFFE/U+FFFF are dropped, and `x005F_` is written
 `x005f_`, the one spelling openpyxl leaves alone.
 """
@@ -39,7 +41,7 @@ def write_workbook(path: Path, headers: Sequence[str], rows: Iterable[Sequence[o
     """Write header + rows; None leaves the cell blank (which clears the property in CommCare)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     book = xlsxwriter.Workbook(str(path), {
-        "constant_memory": True,
+        "constant_memory": False,  # shared strings: see above
         "strings_to_numbers": False,
         "strings_to_formulas": False,
         "strings_to_urls": False,
