@@ -11,7 +11,7 @@ from rich.console import Console
 
 from pipelines.moodle.errors import MoodleError
 
-from .warehouse import WarehouseBusy
+from .warehouse import WarehouseBusy, connect
 from pipelines.moodle_pipeline import run_extract
 
 DUCKDB_OPTION = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb).")
@@ -159,8 +159,22 @@ def demo(
         _transform(duckdb, demo_settings.dbt_vars(), quiet=True)
         console.rule("3. Export: changed cases → CommCare emulator's bulk case import")
         console.print(f"CommCare emulator (project {hq.domain}) at {hq.base_url}")
+        _forget_commcare(duckdb)  # this CommCare emulator starts empty: so do the ledger and the job journal
         _export(duckdb, upload=True, dry_run=False, full=False, base_url=hq.base_url, project=hq.domain,
                 username=hq.username, api_key=hq.api_key, allow_insecure_http=True, poll_interval=0.2)
+
+
+def _forget_commcare(duckdb: Optional[Path]) -> None:
+    from exports.commcare.ledger import SCHEMA
+    from pipelines.moodle_pipeline import duckdb_path
+
+    path = duckdb_path(duckdb)
+    if path.exists():
+        con = connect(path)
+        try:
+            con.execute(f"drop schema if exists {SCHEMA} cascade")
+        finally:
+            con.close()
 
 
 @app.command()

@@ -64,16 +64,14 @@ def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-d
                   title_justify="left")
     table.add_column("case type")
     if report.dry_run or not report.uploaded:
-        for column in ("to create", "to reopen (new episode)", "to update", "to close", "held back (job open)",
-                       "unchanged", "skipped (closed, never sent)"):
+        for column in ("create", "reopen", "update", "close", "held back", "unchanged", "skipped"):
             table.add_column(column, justify="right")
         for t in report.types:
             p = t.planned
             table.add_row(t.case_type, *(f"{p.get(k, 0):,}" for k in (
                 "create", "reopen", "update", "close", "withheld", "unchanged", "skip_closed")))
     else:
-        for column in ("created", "updated", "closed", "failed (stay pending)", "held back (job open)", "unchanged",
-                       "not sent (closed, never created)"):
+        for column in ("created", "updated", "closed", "failed", "held back", "unchanged", "skipped"):
             table.add_column(column, justify="right")
         for t in report.types:
             table.add_row(t.case_type, f"{t.created:,}", f"{t.updated:,}", f"{t.closed:,}", f"{t.failed:,}",
@@ -85,6 +83,9 @@ def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-d
                       + (f" ({settle.looked_up:,} rows looked up by external id)" if settle.looked_up else ""))
         for note in settle.notes:
             console.print(f"  [yellow]held back[/] {note}")
+    table.caption = ("reopen: closed in CommCare, back in Moodle: a new case (<id>-r<n>). failed: stays pending. "
+                     "held back: in a CommCare job not yet settled. skipped: closed in Moodle, never created.")
+    table.caption_justify = "left"
     console.print(table)
     for t in report.types:
         for example in t.examples:
