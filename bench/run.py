@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -29,7 +30,7 @@ from rich.table import Table
 
 from emulators.moodle.school import T0
 from exports.commcare import CommCareSettings, run_export
-from moodle_commcare import demo
+from moodle_commcare import demo, runlog
 from moodle_commcare.transform import run_transform
 from pipelines.moodle.params import encode_params
 from pipelines.moodle_pipeline import run_extract
@@ -164,6 +165,57 @@ def pipeline_run(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rss: Peak
     return figures
 
 
+def time_derived(db: Path) -> Dict[Tuple[str, str], Any]:
+    """Per open case, what a day passing may change: the engagement band and assignments falling overdue."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("select 'student', external_id, engagement_status, null, close is null "
+                           "from commcare.commcare_student_cases union all "
+                           "select 'course_enrolment', external_id, engagement_status, missing_submissions, "
+                           "close is null from commcare.commcare_enrolment_cases").fetchall()
+    return {(t, ext): (band, missing) for t, ext, band, missing, is_open in rows if is_open}
+
+
+def next_day(db: Path, hq: Dict[str, Any], rss: PeakRSS, out: Path, days: int, fault: str) -> Dict[str, Any]:
+    """The same Moodle data `days` later, with an earlier export's job left unsettled by `fault`:
+    'timeout' (the job outlived the poll timeout) or 'lost' (the upload's answer never arrived)."""
+    from exports.commcare.errors import CommCareError
+
+    figures: Dict[str, Any] = {"transform": {}, "interrupted": {}, "export": {}}
+    before = time_derived(db)
+    as_of = (datetime.fromisoformat(AS_OF) + timedelta(days=days)).isoformat(sep=" ")
+    with rss.stage(figures["transform"]):
+        run_transform(db, demo.dbt_vars(as_of=as_of))
+    after = time_derived(db)
+    expected = sum(1 for k, v in after.items() if k in before and before[k] != v)
+    settings = CommCareSettings(base_url=hq["base_url"], project=hq["project"], username=hq["username"],
+                                api_key=hq["api_key"], allow_insecure_http=True, out_dir=out, poll_interval=0.2,
+                                unknown_job_grace=0)
+    admin = f"{hq['base_url']}/_admin/faults"
+    requests.post(admin, data={"after_queue": "drop"} if fault == "lost" else {"jobs": "hold"}, timeout=10)
+    interrupted_settings = CommCareSettings(**{**settings.__dict__, "poll_timeout": 0.5})
+    since = runlog.utcnow()
+    with rss.stage(figures["interrupted"]):
+        try:
+            first = run_export(db, interrupted_settings if fault == "timeout" else settings, upload=True)
+            figures["interrupted"]["error"] = None
+            figures["interrupted"]["rows"] = sum(t.to_send for t in first.types)
+        except CommCareError as exc:
+            figures["interrupted"]["error"] = type(exc).__name__
+    requests.post(admin, data={"jobs": "release"}, timeout=10)
+    with rss.stage(figures["export"]):
+        report = run_export(db, settings, upload=True)
+    with duckdb.connect(str(db), read_only=True) as con:
+        sent = con.execute("select count(distinct (r.case_type, r.external_id)) from commcare_export.job_rows r "
+                           "join commcare_export.jobs j using (job_id) where j.created_at >= ? "
+                           "and j.state <> 'not_sent'", [since]).fetchone()[0]
+    figures["export"].update(rows=sum(t.to_send for t in report.types), settle_seconds=round(report.settle.seconds, 3),
+                             settled_jobs=report.settle.settled, looked_up=report.settle.looked_up,
+                             failed=sum(t.failed for t in report.types))
+    figures["expected_cases"] = expected
+    figures["resent_cases"] = int(sent)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -199,6 +251,10 @@ def main() -> None:
                                 data={"grades": max(1, pairs // 100), "profiles": max(1, students // 100)}).json()
         result["one_percent"] = pipeline_run(db, moodle, hq, rss, args.concurrency, Path(tmp) / "out")
         result["one_percent"]["changed_cases"] = len(changed["grades"]) + len(changed["profiles"])
+
+        for days, fault in ((1, "timeout"), (2, "lost")):
+            console.rule(f"Next day ({days}), no Moodle change; an export's job left open ({fault}) first")
+            result[f"next_day_{fault}"] = next_day(db, hq, rss, Path(tmp) / "out", days, fault)
 
         console.rule(f"Naive baseline (sequential, {args.naive_courses} courses, extrapolated)")
         result["naive"] = naive_baseline(moodle["base_url"], moodle["token"], args.naive_courses)
@@ -238,6 +294,11 @@ def targets(r: Dict[str, Any]) -> List[Dict[str, Any]]:
          "why": "dbt build is a fixed cost (start-up, 31 models, 89 tests: seconds, whatever changed) that "
                 "dominates a small school's short run."},
         {"target": "no-change run exports 0 rows", "value": str(nochange["upload"]["rows"]), "met": nochange["upload"]["rows"] == 0},
+        *({"target": f"next day ({f}): cases re-sent = cases whose engagement changed",
+           "value": f"{r[f'next_day_{f}']['resent_cases']} of {r[f'next_day_{f}']['expected_cases']}; settling the "
+                    f"open job took {r[f'next_day_{f}']['export']['settle_seconds']:.2f} s",
+           "met": r[f"next_day_{f}"]["resent_cases"] == r[f"next_day_{f}"]["expected_cases"]}
+          for f in ("timeout", "lost") if f"next_day_{f}" in r),
         {"target": "1% change exports exactly the changed cases",
          "value": f"{one['upload']['rows']} of {one['changed_cases']}", "met": one["upload"]["rows"] == one["changed_cases"]},
     ]
@@ -261,6 +322,13 @@ def show(r: Dict[str, Any]) -> None:
             stages.add_row(run, stage, f"{s.get('requests', ''):,}" if "requests" in s else "", f"{s['seconds']:.1f}",
                            f"{s.get('rows', ''):,}" if "rows" in s else "", f"{s.get('rows_per_second', ''):,}"
                            if "rows_per_second" in s else "", f"{s['peak_rss_mb']:,.0f}")
+    for f in ("timeout", "lost"):
+        run = r.get(f"next_day_{f}")
+        for stage in ("transform", "interrupted", "export") if run else ():
+            s = run[stage]
+            extra = f" (settle {s['settle_seconds']:.2f} s)" if "settle_seconds" in s else ""
+            stages.add_row(f"next_day_{f}", stage + extra, "", f"{s['seconds']:.1f}",
+                           f"{s.get('rows', ''):,}" if "rows" in s else "", "", f"{s['peak_rss_mb']:,.0f}")
     n = r["naive"]
     stages.add_row("naive", "extract (profiles + grades)", f"{n['requests']:,}", f"{n['seconds']:.1f}", "", "", "")
     console.print(stages)

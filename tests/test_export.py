@@ -199,3 +199,31 @@ def test_grade_change_reaches_exactly_one_enrolment_case(tmp_path: Path, hq: Com
         case = hq.by_external_id("course_enrolment")[f"moodle-moodle-demo-academy-example-e-{cid}-{uid}"]
         assert "1.25/" in case.properties["grade_summary"]
         assert_store_matches_marts(hq, wh.path)
+
+
+def test_ledger_of_an_earlier_version_is_migrated(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    """A ledger written before the journal existed: accepted cases are in CommCare, the rest may be."""
+    run_export(db, settings(hq, tmp_path), upload=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute("drop table commcare_export.jobs; drop table commcare_export.job_rows")
+        con.execute("alter table commcare_export.case_ledger drop column in_commcare")
+        con.execute("alter table commcare_export.case_ledger drop column episode")
+        rejected = con.execute("update commcare_export.case_ledger set hashes = null where external_id = "
+                               "(select min(external_id) from commcare_export.case_ledger where case_type = 'student' "
+                               "and not closed) returning external_id").fetchone()[0]
+    report = run_export(db, settings(hq, tmp_path), upload=True)
+    assert (report.types[0].planned.get("update"), report.types[0].created) == (1, 0), "upserted, not duplicated"
+    assert report.types[1].to_send == 0
+    assert rejected in hq.by_external_id("student")
+    assert_store_matches_marts(hq, db)
+
+
+def test_row_lists_of_old_jobs_are_pruned_and_the_jobs_kept(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    run_export(db, settings(hq, tmp_path), upload=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute("update commcare_export.jobs set settled_at = settled_at - interval 31 days")
+    run_export(db, settings(hq, tmp_path), upload=True)
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("select count(*) from commcare_export.job_rows").fetchone()[0] == 0
+        assert con.execute("select count(*), count(*) filter (where state = 'succeeded') "
+                           "from commcare_export.jobs").fetchone() == (2, 2)

@@ -289,6 +289,15 @@ class CommCareEmulator:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = urlsplit(self.path).path
+                if path == "/_admin/faults":  # the emulator's own control, for a benchmark in another process
+                    form = parse_qs(body.decode())
+                    with hq.lock:
+                        hq.after_queue_faults.extend(f if f == "drop" else int(f) for f in form.get("after_queue", []))
+                    if form.get("jobs") == ["hold"]:
+                        hq.hold_jobs()
+                    elif form.get("jobs") == ["release"]:
+                        hq.release_jobs()
+                    return self._json(200, {"after_queue_faults": hq.after_queue_faults})
                 if path == v2_bulk:
                     hq.requests["case_api"] += 1
                     if self._auth():

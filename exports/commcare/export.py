@@ -81,6 +81,8 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
     try:
         ledger.ensure_tables(con)
         journal.ensure_tables(con)
+        if not dry_run:
+            journal.prune(con)
         if client is not None:
             report.settle = settle(con, client, settings, say)
         for table in ledger.CASE_TABLES:

@@ -75,6 +75,13 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def prune(con: duckdb.DuckDBPyConnection, keep_days: int = 30) -> None:
+    """Drop the row lists of jobs settled more than `keep_days` ago; the jobs themselves stay as history."""
+    con.execute(f"""delete from {JOB_ROWS} where job_id in (
+                        select job_id from {JOBS} where state not in {UNSETTLED}
+                        and settled_at < {NOW} - to_days({int(keep_days)}))""")
+
+
 def record(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str, chunk: int, file: str) -> str:
     """Write the job and its rows (state prepared) in one transaction; returns its id."""
     job_id = uuid.uuid4().hex
