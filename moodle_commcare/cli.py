@@ -85,7 +85,8 @@ def transform(
     _transform(duckdb, dbt_vars)
 
 
-def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, **settings) -> None:  # type: ignore[no-untyped-def]
+def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
+            **settings) -> None:  # type: ignore[no-untyped-def]
     from exports.commcare import CommCareError, CommCareSettings, run_export
     from pipelines.moodle_pipeline import duckdb_path
 
@@ -94,8 +95,8 @@ def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, **s
     try:
         config = CommCareSettings.from_dlt(**settings)
         with console.status("Exporting to CommCare…") as status:
-            report = run_export(duckdb_path(duckdb), config, upload=upload,
-                                dry_run=dry_run, full=full, on_progress=lambda msg: status.update(msg))
+            report = run_export(duckdb_path(duckdb), config, upload=upload, dry_run=dry_run, full=full,
+                                allow_mass_change=allow_mass_change, on_progress=lambda msg: status.update(msg))
     except (CommCareError, WarehouseBusy) as exc:
         err.print(f"[bold red]CommCare export failed:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1)
@@ -110,10 +111,13 @@ def export(
     upload: bool = typer.Option(False, "--upload", help="Upload to CommCare's bulk case import ([commcare] settings)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be sent; write and send nothing."),
     full: bool = typer.Option(False, "--full", help="Send every case again, changed or not."),
+    allow_mass_change: bool = typer.Option(
+        False, "--allow-mass-change",
+        help="Go ahead although the export would close or update more open cases than the safety thresholds allow."),
     out: Optional[Path] = typer.Option(None, help="Folder for the workbooks (default exports/out)."),
 ) -> None:
     """Write changed cases as bulk-import workbooks (always) and upload them (--upload)."""
-    _export(duckdb, upload, dry_run, full, out_dir=out)
+    _export(duckdb, upload, dry_run, full, allow_mass_change, out_dir=out)
 
 
 @app.command()

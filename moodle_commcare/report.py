@@ -68,6 +68,7 @@ def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-d
             table.add_column(column, justify="right")
         for t in report.types:
             p = t.planned
+            p = {**p, "update": p.get("update", 0) + p.get("resend", 0)}
             table.add_row(t.case_type, *(f"{p.get(k, 0):,}" for k in (
                 "create", "reopen", "update", "close", "withheld", "unchanged", "skip_closed")))
     else:
@@ -83,7 +84,8 @@ def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-d
                       + (f" ({settle.looked_up:,} rows looked up by external id)" if settle.looked_up else ""))
         for note in settle.notes:
             console.print(f"  [yellow]held back[/] {note}")
-    table.caption = ("reopen: closed in CommCare, back in Moodle: a new case (<id>-r<n>). failed: stays pending. "
+    table.caption = ("reopen: closed in CommCare, back in Moodle: a new case (<id>-r<n>). update: includes re-sends "
+                     "of cases an earlier job left unconfirmed. failed: stays pending. "
                      "held back: in a CommCare job not yet settled. skipped: closed in Moodle, never created.")
     table.caption_justify = "left"
     console.print(table)
@@ -92,6 +94,8 @@ def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-d
             console.print(f"  e.g. {t.case_type}: {example}")
         for ext, error in list(t.errors.items())[:10]:
             console.print(f"  [red]rejected[/] {t.case_type} {ext}: {error}")
+    if report.refusal:
+        console.print(f"[bold yellow]An export now would stop:[/] {report.refusal}", soft_wrap=True)
     files = [f for t in report.types for f in t.files]
     if files:
         console.print(f"Wrote {len(files)} workbook(s) to [bold]{report.out_dir}[/]:")

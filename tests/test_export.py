@@ -13,7 +13,7 @@ from openpyxl import load_workbook
 from emulators.commcare import CommCareEmulator
 from emulators.moodle import MoodleEmulator
 from exports.commcare import run_export
-from exports.commcare.errors import CommCareAuthError, CommCareJobFailed
+from exports.commcare.errors import CommCareAuthError, CommCareJobFailed, CommCareMassChange
 from exports.commcare.ledger import HEADER_RE
 from moodle_commcare.transform import run_transform
 
@@ -212,7 +212,7 @@ def test_ledger_of_an_earlier_version_is_migrated(db: Path, hq: CommCareEmulator
                                "(select min(external_id) from commcare_export.case_ledger where case_type = 'student' "
                                "and not closed) returning external_id").fetchone()[0]
     report = run_export(db, settings(hq, tmp_path), upload=True)
-    assert (report.types[0].planned.get("update"), report.types[0].created) == (1, 0), "upserted, not duplicated"
+    assert (report.types[0].planned.get("resend"), report.types[0].created) == (1, 0), "upserted, not duplicated"
     assert report.types[1].to_send == 0
     assert rejected in hq.by_external_id("student")
     assert_store_matches_marts(hq, db)
@@ -227,3 +227,34 @@ def test_row_lists_of_old_jobs_are_pruned_and_the_jobs_kept(db: Path, hq: CommCa
         assert con.execute("select count(*) from commcare_export.job_rows").fetchone()[0] == 0
         assert con.execute("select count(*), count(*) filter (where state = 'succeeded') "
                            "from commcare_export.jobs").fetchone() == (2, 2)
+
+
+def test_mass_close_stops_before_anything_is_sent_until_allowed(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    """A half-loaded extract or a role that lost a capability reads as everyone leaving: CommCare cannot reopen."""
+    run_export(db, settings(hq, tmp_path), upload=True)
+    uploads = hq.requests["upload"]
+    with duckdb.connect(str(db)) as con:
+        con.execute("update commcare.commcare_enrolment_cases set close = 'yes'")
+        before = con.execute("select * from commcare_export.case_ledger order by all").fetchall()
+    with pytest.raises(CommCareMassChange, match=r"close \d+ of the \d+ open course_enrolment cases.*--allow-mass-change"):
+        run_export(db, settings(hq, tmp_path), upload=True)
+    assert hq.requests["upload"] == uploads and not any(c.closed for c in hq.cases.values())
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("select * from commcare_export.case_ledger order by all").fetchall() == before
+    preview = run_export(db, settings(hq, tmp_path), upload=True, dry_run=True)
+    assert preview.refusal and preview.types[1].planned["close"] > 0, "a dry run shows what would happen"
+    allowed = run_export(db, settings(hq, tmp_path), upload=True, allow_mass_change=True)
+    assert allowed.types[1].closed == allowed.types[1].planned["close"]
+    assert_store_matches_marts(hq, db)
+
+
+def test_mass_update_stops_but_full_resend_is_a_choice(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    run_export(db, settings(hq, tmp_path), upload=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute("update commcare.commcare_student_cases set city = 'Nowhere'")
+    with pytest.raises(CommCareMassChange, match="update .* open student cases .*MAX_UPDATE_SHARE is 50%"):
+        run_export(db, settings(hq, tmp_path), upload=True)
+    report = run_export(db, settings(hq, tmp_path, max_update_share=1.0), upload=True)  # the threshold is a setting
+    assert report.types[0].updated > 0
+    assert run_export(db, settings(hq, tmp_path), upload=True, full=True).refusal is None, "--full is a choice"
+    assert_store_matches_marts(hq, db)

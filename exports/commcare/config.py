@@ -25,6 +25,10 @@ class CommCareSettings:
     # how long a job whose upload answer was lost may still be running before its rows are looked up in
     # CommCare: beyond the hour the importer keeps an upload's file (a job not started by then fails)
     unknown_job_grace: float = 7200.0
+    # sync safety thresholds: an export that would close, or update, more than this share of the open cases
+    # CommCare holds stops before sending anything (a half-loaded extract, a role that lost a capability)
+    max_close_share: float = 0.10
+    max_update_share: float = 0.50
     request_timeout: float = 120.0
     max_attempts: int = 5
     backoff_factor: float = 1.0

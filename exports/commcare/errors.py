@@ -30,3 +30,7 @@ class CommCareUploadUncertain(CommCareError):
 
     Its rows are withheld until the job can be ruled out or found: see journal.py.
     """
+
+
+class CommCareMassChange(CommCareError):
+    """The export would close or update more of the open cases than the safety thresholds allow; nothing sent."""

@@ -24,7 +24,7 @@ from moodle_commcare.warehouse import connect
 from . import journal, ledger
 from .client import CommCareClient, JobResult
 from .config import CommCareSettings
-from .errors import (CommCareAuthError, CommCareError, CommCareJobFailed, CommCareUnavailable,
+from .errors import (CommCareAuthError, CommCareError, CommCareJobFailed, CommCareMassChange, CommCareUnavailable,
                      CommCareUploadRejected, CommCareUploadUncertain)
 from .xlsx import write_workbook
 
@@ -45,7 +45,7 @@ class TypeReport:
 
     @property
     def to_send(self) -> int:
-        return sum(self.planned.get(a, 0) for a in ("create", "update", "close", "reopen"))
+        return sum(self.planned.get(a, 0) for a in ("create", "update", "resend", "close", "reopen"))
 
 
 @dataclass
@@ -65,10 +65,15 @@ class ExportReport:
     out_dir: Optional[Path]
     types: List[TypeReport]
     settle: SettleReport = field(default_factory=SettleReport)
+    refusal: Optional[str] = None  # why the safety thresholds stop this export (a dry run only reports it)
+
+
+MIN_CASES_FOR_THRESHOLDS = 50  # below this, a share says little: a school's first days are all change
 
 
 def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dry_run: bool = False,
-               full: bool = False, on_progress: Optional[Say] = None) -> ExportReport:
+               full: bool = False, allow_mass_change: bool = False,
+               on_progress: Optional[Say] = None) -> ExportReport:
     started = runlog.utcnow()
     say = on_progress or (lambda _: None)
     client = CommCareClient(settings) if upload and not dry_run else None
@@ -85,6 +90,9 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
             journal.prune(con)
         if client is not None:
             report.settle = settle(con, client, settings, say)
+        report.refusal = check_thresholds(con, settings, full=full, allow=allow_mass_change)
+        if report.refusal and not dry_run:
+            raise CommCareMassChange(report.refusal)
         for table in ledger.CASE_TABLES:
             journal.withhold_unsettled(con)
             columns = ledger.plan(con, table, settings.chunk_rows, full=full)
@@ -116,6 +124,42 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
         if not dry_run:
             runlog.record(db, "export", status, started, summary, con=con)
         con.close()
+
+
+def check_thresholds(con: duckdb.DuckDBPyConnection, settings: CommCareSettings, *, full: bool,
+                     allow: bool) -> Optional[str]:
+    """Why this export must not go ahead without --allow-mass-change, or None.
+
+    A run that would close or update a large share of the cases open in CommCare is far more often a fault
+    upstream (an extract cut short, a role that lost a capability, a site setting hiding users) than a real
+    change, and CommCare cannot reopen a closed case. So it stops before anything is sent. --full asks for
+    every update on purpose, so only closes are checked then; re-sends of cases an earlier job left
+    unconfirmed are recovery, not change, and are not counted.
+    """
+    if allow:
+        return None
+    journal.withhold_unsettled(con)
+    findings = []
+    for table in ledger.CASE_TABLES:
+        ledger.plan(con, table, settings.chunk_rows, full=full)
+        planned = ledger.counts(con, table)
+        ledger.drop_plan(con, table)
+        base = ledger.open_in_commcare(con, table)
+        if base < MIN_CASES_FOR_THRESHOLDS:
+            continue
+        checks = [("close", planned.get("close", 0), settings.max_close_share, "MAX_CLOSE_SHARE")]
+        if not full:
+            checks.append(("update", planned.get("update", 0), settings.max_update_share, "MAX_UPDATE_SHARE"))
+        for verb, n, limit, name in checks:
+            if n > limit * base:
+                findings.append(f"{verb} {n:,} of the {base:,} open {table.case_type} cases ({n / base:.0%}; "
+                                f"COMMCARE__{name} is {limit:.0%})")
+    if not findings:
+        return None
+    return ("This export would " + " and ".join(findings) + ". Nothing was sent. A change this large is more often "
+            "a fault upstream (an extract cut short, a Moodle role or setting hiding users) than real: check "
+            "`moodle-commcare status` and `moodle-commcare export --dry-run`. If it is right (say, the end of a "
+            "term), run the export again with --allow-mass-change.")
 
 
 def settle(con: duckdb.DuckDBPyConnection, client: CommCareClient, settings: CommCareSettings,

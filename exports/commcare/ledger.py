@@ -117,8 +117,9 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
     Actions, from what the ledger knows of the case in CommCare:
     - create: never created. skip_closed: never created and already to close (nothing to do: a create
       row ignores close, so sending it would create an open case).
-    - update: a value changed (or --full), or a job that may have created it ended unconfirmed ('maybe'):
-      sent with create_new_cases on, an upsert, safe whether or not the case exists.
+    - update: a value changed (or --full). resend: a job that may have created or changed it ended
+      unconfirmed ('maybe', or values unknown): all its values again. Both are sent with create_new_cases
+      on, an upsert, safe whether or not the case exists.
     - close: open (or maybe existing) and now to close: sent in an update-only upload, so a case that
       does not exist is not created, and "not found" means done.
     - reopen: closed in CommCare and open again in Moodle. CommCare cannot reopen a case, so a new case
@@ -174,7 +175,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
                     when l.closed and cur.close = 'yes' then 'unchanged'
                     when l.closed then 'reopen'
                     when cur.close = 'yes' then 'close'
-                    when l.in_commcare = 'maybe' then 'update'
+                    when l.in_commcare = 'maybe' or l.hashes is null then 'resend'
                     when not ({changed}) and not {str(bool(full)).lower()} then 'unchanged'
                     else 'update'
                 end as _action
@@ -190,7 +191,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
         moded as (
             select *,
                    _old_episode + case when _action = 'reopen' then 1 else 0 end as _episode,
-                   case when _action in ('create', 'update', 'reopen') then '{UPSERT}'
+                   case when _action in ('create', 'update', 'resend', 'reopen') then '{UPSERT}'
                         when _action = 'close' then '{CLOSE}' end as _mode
             from classified
         )
@@ -236,3 +237,9 @@ def rows_of_chunk(con: duckdb.DuckDBPyConnection, table: CaseTable, columns: Seq
         if not part:
             return
         yield from part
+
+
+def open_in_commcare(con: duckdb.DuckDBPyConnection, table: CaseTable) -> int:
+    """Cases of this type that CommCare holds open (or may), as far as the ledger knows."""
+    return int(con.execute(f"""select count(*) from {SCHEMA}.case_ledger where case_type = ?
+                               and in_commcare in ('yes', 'maybe') and not closed""", [table.case_type]).fetchone()[0])
