@@ -94,6 +94,9 @@ def print_export(console: Console, report) -> None:  # type: ignore[no-untyped-d
             console.print(f"  e.g. {t.case_type}: {example}")
         for ext, error in list(t.errors.items())[:10]:
             console.print(f"  [red]rejected[/] {t.case_type} {ext}: {error}")
+        for cut in t.truncated[:10]:
+            console.print(f"  [yellow]cut[/] {t.case_type} {cut.external_id}: {cut.column} had {cut.length:,} "
+                          f"characters, CommCare's importer takes {cut.limit:,} (all are in `status`'s run log)")
     if report.refusal:
         console.print(f"[bold yellow]An export now would stop:[/] {report.refusal}", soft_wrap=True)
     files = [f for t in report.types for f in t.files]

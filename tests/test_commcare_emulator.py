@@ -30,7 +30,7 @@ def client(hq: CommCareEmulator, **extra: object) -> CommCareClient:
 def upload(hq: CommCareEmulator, tmp_path: Path, headers: Sequence[str], rows: List[Sequence[Optional[str]]],
            case_type: str = "student") -> JobResult:
     path = tmp_path / f"{case_type}-{len(hq.uploads)}.xlsx"
-    write_workbook(path, headers, rows)
+    path.write_bytes(sheets(**{"moodle cases": [list(headers), *rows]}))  # as typed: no exporter policy
     cc = client(hq)
     return cc.wait(cc.upload(path, case_type))
 

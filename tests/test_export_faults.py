@@ -249,3 +249,31 @@ def test_kill_at_any_point_then_a_normal_export_leaves_no_duplicate_and_loses_no
     assert_store_matches_marts(hq, db)
     quiet = run_export(db, settings(hq, tmp_path), upload=True)
     assert all(t.to_send == 0 for t in quiet.types)
+
+
+def test_over_long_values_are_cut_on_purpose_and_said(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    """A 100 KB profile field and a 300-character name: cut to what the importer takes, per case in the log."""
+    with duckdb.connect(str(db)) as con:
+        ext = con.execute("select min(external_id) from commcare.commcare_student_cases where close is null").fetchone()[0]
+        con.execute("update commcare.commcare_student_cases set department = repeat('d', 100000), "
+                    "name = repeat('n', 300) where external_id = ?", [ext])
+    report = run_export(db, settings(hq, tmp_path), upload=True)
+    case = hq.by_external_id("student")[ext]
+    assert report.types[0].failed == 0, "a long name is cut, not rejected as Name Too Long"
+    assert (len(case.name), len(case.properties["department"])) == (255, 32_767)
+    assert {(t.external_id, t.column, t.length) for t in report.types[0].truncated} == {
+        (ext, "name", 300), (ext, "department", 100_000)}
+    with duckdb.connect(str(db)) as con:
+        logged = con.execute("select summary from ops.run_log where stage = 'export'").fetchall()[-1][0]
+    assert '"column": "department", "length": 100000' in logged
+
+
+def test_a_typed_triple_dash_stays_a_value(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    """The importer reads a value whose strip() is '---' as "clear" (do_import.py SCALAR_NEVER_WAS)."""
+    with duckdb.connect(str(db)) as con:
+        ext = con.execute("select min(external_id) from commcare.commcare_student_cases where close is null").fetchone()[0]
+        con.execute("update commcare.commcare_student_cases set city = '---', department = ' --- ' "
+                    "where external_id = ?", [ext])
+    run_export(db, settings(hq, tmp_path), upload=True)
+    props = hq.by_external_id("student")[ext].properties
+    assert props["city"].replace("\u2060", "") == "---" and props["department"].replace("\u2060", "") == " --- "

@@ -256,7 +256,8 @@ class Importer:
                 return None
             parent = (values.get("parent_identifier") or "parent", match[0].case_id)
         special = SPECIAL | {job.search_column, job.name_column}
-        props = {k: ("" if v == "---" else v) for k, v in values.items() if k not in special}
+        # do_import.py _populate_updated_fields: `update_value.strip() == SCALAR_NEVER_WAS` ('---') -> ''
+        props = {k: ("" if v.strip() == "---" else v) for k, v in values.items() if k not in special}
         existing = self.store.find(sheet.case_type, search)
         if len(existing) > 1:
             fail(row_no, "Too Many Matches", None, "More than one case matches")

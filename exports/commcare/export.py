@@ -26,7 +26,7 @@ from .client import CommCareClient, JobResult
 from .config import CommCareSettings
 from .errors import (CommCareAuthError, CommCareError, CommCareJobFailed, CommCareMassChange, CommCareUnavailable,
                      CommCareUploadRejected, CommCareUploadUncertain)
-from .xlsx import write_workbook
+from .xlsx import Truncation, write_workbook
 
 Say = Callable[[str], None]
 
@@ -42,6 +42,7 @@ class TypeReport:
     errors: Dict[str, str] = field(default_factory=dict)  # external id -> CommCare's error (first 50)
     files: List[Path] = field(default_factory=list)
     examples: List[Dict[str, Any]] = field(default_factory=list)
+    truncated: List[Truncation] = field(default_factory=list)  # values cut to what the importer takes
 
     @property
     def to_send(self) -> int:
@@ -106,7 +107,8 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
                 for chunk in ledger.chunks(con, table, mode):
                     suffix = "" if mode == ledger.UPSERT else "-close"
                     path = out_dir / f"{table.case_type}{suffix}-{chunk + 1:03d}.xlsx"  # type: ignore[operator]
-                    rows = write_workbook(path, columns, ledger.rows_of_chunk(con, table, columns, mode, chunk))
+                    rows = write_workbook(path, columns, ledger.rows_of_chunk(con, table, columns, mode, chunk),
+                                          truncated=part.truncated)
                     part.files.append(path)
                     say(f"wrote {path} ({rows:,} {table.case_type} cases{', to close' if suffix else ''})")
                     if client is not None:
@@ -117,7 +119,9 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
     finally:
         summary: Dict[str, Any] = {
             t.case_type: {"planned": t.planned, "created": t.created, "updated": t.updated, "closed": t.closed,
-                          "failed": t.failed, "files": [str(f) for f in t.files]} for t in report.types}
+                          "failed": t.failed, "files": [str(f) for f in t.files],
+                          "truncated": [{"external_id": x.external_id, "column": x.column, "length": x.length,
+                                         "cut_to": x.limit} for x in t.truncated]} for t in report.types}
         summary["uploaded"] = report.uploaded
         summary["settle"] = {"jobs": report.settle.jobs, "settled": report.settle.settled,
                              "still_open": report.settle.still_open, "seconds": round(report.settle.seconds, 2)}

@@ -10,15 +10,17 @@ and openpyxl turns that back, so such text arrives exactly; but openpyxl deletes
 only: xlsxwriter's constant-memory mode writes inline strings, which openpyxl returns still escaped, so
 workbooks use shared strings (one chunk of rows, at most chunk_rows, is held in memory). openpyxl keeps
 xlsxwriter's escapes of control characters literally (a Windows line break arrived as `_x000D_`). So before writing: line breaks become
-`\n`, other C0 controls and the non-characters U+FFFE/U+FFFF are dropped, and `x005F_` is written
-`x005f_`, the one spelling openpyxl leaves alone.
+`\n`, other C0 controls and the non-characters U+FFFE/U+FFFF are dropped, `x005F_` is written `x005f_`
+(the one spelling openpyxl leaves alone), and a typed `---`, which the importer reads as "clear", is
+prefixed with an invisible word joiner so it stays a value.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import xlsxwriter
 
@@ -28,17 +30,40 @@ SHEET_NAME = "moodle cases"
 UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
+CELL_LIMIT = 32_767  # characters an xlsx cell holds (xlsxwriter would cut silently)
+NAME_LIMIT = 255  # the importer rejects a longer case name ("Name Too Long", STANDARD_CHARFIELD_LENGTH)
+NEVER_WAS = "---"  # do_import.py: a value whose strip() is '---' (SCALAR_NEVER_WAS) is imported as empty
+WORD_JOINER = "\u2060"  # invisible, not whitespace to str.strip(): keeps a typed '---' a value
+
+
+@dataclass
+class Truncation:
+    external_id: str
+    column: str
+    length: int
+    limit: int
+
+
 def cell_text(value: object) -> str:
     text = str(value)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if "x005F_" in text:
         text = text.replace("x005F_", "x005f_")
-    return UNSAFE.sub("", text)
+    text = UNSAFE.sub("", text)
+    if text.strip() == NEVER_WAS:
+        text = WORD_JOINER + text
+    return text
 
 
-def write_workbook(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
-    """Write header + rows; None leaves the cell blank (which clears the property in CommCare)."""
+def write_workbook(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]],
+                   truncated: Optional[List[Truncation]] = None) -> int:
+    """Write header + rows; None leaves the cell blank (which clears the property in CommCare).
+
+    A value longer than its cell may hold (a name 255, anything else 32,767 characters) is cut on purpose
+    and listed in `truncated`, so the run can say which case lost what; the first column is the case's id.
+    """
+    limits = [NAME_LIMIT if h == "name" else CELL_LIMIT for h in headers]
     path.parent.mkdir(parents=True, exist_ok=True)
     book = xlsxwriter.Workbook(str(path), {
         "constant_memory": False,  # shared strings: see above
@@ -53,6 +78,11 @@ def write_workbook(path: Path, headers: Sequence[str], rows: Iterable[Sequence[o
     for count, row in enumerate(rows, start=1):
         for col, value in enumerate(row):
             if value is not None:
-                sheet.write_string(count, col, cell_text(value))
+                text = cell_text(value)
+                if len(text) > limits[col]:
+                    if truncated is not None:
+                        truncated.append(Truncation(str(row[0]), headers[col], len(text), limits[col]))
+                    text = text[:limits[col]]
+                sheet.write_string(count, col, text)
     book.close()
     return count
