@@ -194,3 +194,27 @@ def test_course_added_to_the_selection_gets_its_older_submissions(warehouse: War
     got = {(r[0], r[1]) for r in warehouse.rows("select assignment_id, userid from assignment_submissions where userid <> 0")}
     want = {(a.id, u) for c in with_subs for a in s.assignments[c] for u in s.students_of(c) if s.submission(a, u)}
     assert got == want
+
+
+def test_an_access_time_in_the_future_does_not_freeze_later_changes(warehouse: Warehouse, caplog) -> None:  # type: ignore[no-untyped-def]
+    """One lastaccess typed as 2100 used to become the course's watermark: nothing after it was ever seen."""
+    s = warehouse.moodle.school
+    cid = next(c for c, items in s.grade_items.items() if items and len(s.students_of(c, True)) > 1)
+    uid, other = s.students_of(cid, True)[:2]
+    s.record_access(other, cid, at=4_102_444_800)  # 2100-01-01
+    with caplog.at_level("WARNING"):
+        warehouse.extract()
+    assert "in the future" in caplog.text
+    item = next(i for i in s.grade_items[cid] if i.itemtype == "mod")
+    s.set_grade(cid, uid, item.id, 12.5)  # later, by today's clock
+    warehouse.extract()
+    assert warehouse.rows("select graderaw from grades where course_id=? and user_id=? and grade_item_id=?",
+                          cid, uid, item.id) == [(12.5,)]
+
+
+def test_a_submission_stamped_in_the_future_does_not_move_the_cursor() -> None:
+    from pipelines.moodle.snapshot import Cursor
+
+    rows = [{"id": 1, "timemodified": 1_000}, {"id": 2, "timemodified": 4_102_444_800}]
+    cursor = Cursor.after(500, set(), rows, horizon=2_000)
+    assert (cursor.since, cursor.ids) == (1_000, {1})

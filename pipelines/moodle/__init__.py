@@ -311,7 +311,7 @@ def moodle_source(
                                                    "timecreated", "timemodified")},
                     }, s))
             # the batch's newest change: everything of these courses before it has now been seen
-            cursor = Cursor.after(since, seen_at_since, rows)
+            cursor = Cursor.after(since, seen_at_since, rows, s.horizon)
             for cid in course_ids:
                 cursors[str(cid)] = cursor.to_state()
             if rows:

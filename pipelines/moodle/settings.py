@@ -90,3 +90,7 @@ DEFAULT_STUDENT_ROLES = ("student",)
 
 # Moodle errorcodes that only a retry can fix.
 RETRYABLE_ERRORCODES = frozenset({"ex_unabletolock"})
+
+# A time Moodle reports further ahead of this machine's clock than this is a typo or a broken clock (a
+# lastaccess in 2100): it never moves a watermark or cursor, or every later change would stay unseen.
+CLOCK_SKEW_SECONDS = 600

@@ -14,6 +14,7 @@ gaps.py): a run either loads what the cases need or stops naming the capability 
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,8 @@ from .config import MoodleSettings
 from .errors import MoodleAccessError, MoodleConfigError, MoodleFunctionNotAvailableError
 from .gaps import Gaps
 from .params import options_list
+
+log = logging.getLogger(__name__)
 
 COURSE_MARKS_KEY = "course_watermarks"
 SUBMISSION_SINCE_KEY = "submission_since"
@@ -84,7 +87,9 @@ class Cursor:
     ids: Set[int] = field(default_factory=set)
 
     @classmethod
-    def after(cls, since: int, seen: Set[int], rows: Sequence[Dict[str, Any]]) -> "Cursor":
+    def after(cls, since: int, seen: Set[int], rows: Sequence[Dict[str, Any]], horizon: int) -> "Cursor":
+        """The cursor past `rows`; a row stamped beyond `horizon` (the future) does not move it."""
+        rows = [r for r in rows if int(r["timemodified"] or 0) <= horizon]
         newest = max([since, *(int(r["timemodified"] or 0) for r in rows)])
         at_newest = {int(r["id"]) for r in rows if int(r["timemodified"] or 0) == newest}
         return cls(newest, at_newest | set(seen) if newest == since else at_newest)
@@ -117,6 +122,8 @@ class MoodleSnapshot:
         self.config = config
         self.state = state
         self.extracted_at = datetime.now(timezone.utc)
+        self.horizon = int(self.extracted_at.timestamp()) + settings.CLOCK_SKEW_SECONDS
+        self.future_times: List[Tuple[str, int, int]] = []  # (what, id, time) beyond the horizon, for the log
         self.previous = previous_marks(state, config.full_refresh)
         self.gaps = Gaps(config.allow_hidden)
         self._lock = threading.RLock()
@@ -362,12 +369,19 @@ class MoodleSnapshot:
         for course_id, rows in (self._enrolments or {}).items():
             mark = self.previous[course_id].copy() if course_id in self.previous else Watermark()
             for e in rows:
-                if e.lastcourseaccess is not None:
-                    mark.observe(e.lastcourseaccess, f"c{e.user_id}")
-                if e.lastaccess is not None:
-                    mark.observe(e.lastaccess, f"s{e.user_id}")
+                for when, key in ((e.lastcourseaccess, f"c{e.user_id}"), (e.lastaccess, f"s{e.user_id}")):
+                    if when is not None and when > self.horizon:
+                        self.future_times.append((f"course {course_id}, user", e.user_id, when))
+                    elif when is not None:
+                        mark.observe(when, key)
             marks[str(course_id)] = mark.to_state()
         self.state[COURSE_MARKS_KEY] = marks
+        if self.future_times:
+            what, who, when = self.future_times[0]
+            log.warning("Moodle reported %d access times in the future (e.g. %s %s at %s); they do not move the "
+                        "incremental watermarks. Check the Moodle server's clock, or those users' records.",
+                        len(self.future_times), what, who,
+                        datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds"))
         self.state.pop(LEGACY_WATERMARK_KEY, None)
         self.state.pop(LEGACY_KNOWN_COURSES_KEY, None)
 
