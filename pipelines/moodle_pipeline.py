@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-import dlt
-from dlt.common.pipeline import LoadInfo
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-from dlt.pipeline.exceptions import PipelineStepFailed
+# dlt reports anonymous usage to dlthub unless told not to; a school's sync stays on its own machine unless the
+# user turns it on (RUNTIME__DLTHUB_TELEMETRY=true). Set before dlt reads its configuration.
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
-from moodle_commcare import runlog, warehouse
-from pipelines.moodle import RequestStats, moodle_source
-from pipelines.moodle.errors import MoodleError
+import dlt  # noqa: E402
+from dlt.common.pipeline import LoadInfo  # noqa: E402
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials  # noqa: E402
+from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
+
+from moodle_commcare import runlog, warehouse  # noqa: E402
+from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
+from pipelines.moodle.errors import MoodleError  # noqa: E402
 
 DEFAULT_DUCKDB = "moodle.duckdb"
 
