@@ -76,6 +76,26 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _without_url_credentials(options: Dict[str, Any]) -> Dict[str, Any]:
+    """Basic-auth credentials written into the base URL go to the source as `http_auth`, and the address
+    itself is passed clean: dlt records the source's arguments and resolved config in its trace."""
+    from pipelines.moodle.config import split_credentials
+
+    raw = options.get("base_url") or os.environ.get("SOURCES__MOODLE__BASE_URL") or dlt.config.get(
+        "sources.moodle.base_url")
+    if not isinstance(raw, str):
+        return options
+    clean, auth = split_credentials(raw.strip())
+    return {**options, "base_url": clean, **({"http_auth": auth} if auth else {})}
+
+
+def _forget_trace_if_credentials(pipeline: dlt.Pipeline, options: Dict[str, Any]) -> None:
+    """A base URL read from .dlt/config.toml was resolved through dlt, which keeps it in the run's trace:
+    with credentials in it, the trace (which nothing here reads) is not kept."""
+    if "http_auth" in options:
+        (Path(pipeline.working_dir) / "trace.pickle").unlink(missing_ok=True)
+
+
 def run_extract(
     db: Optional[Path | str] = None,
     *,
@@ -92,6 +112,7 @@ def run_extract(
     began = runlog.utcnow()
     with _ticker(stats, on_progress):
         try:
+            source_options = _without_url_credentials(source_options)
             source = moodle_source(request_stats=stats, **source_options)
             # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
             info = pipeline.run(source, loader_file_format="parquet")
@@ -102,6 +123,8 @@ def run_extract(
         except MoodleError as exc:
             _log_failure(path, began, exc, stats)
             raise
+        finally:
+            _forget_trace_if_credentials(pipeline, source_options)
     seconds = time.monotonic() - started
     trace = pipeline.last_trace
     rows = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}

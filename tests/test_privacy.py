@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from moodle_commcare.transform import run_transform
 
 from .conftest import Warehouse
@@ -19,3 +23,28 @@ def test_dlt_and_dbt_telemetry_are_off(warehouse: Warehouse) -> None:
 
     assert get_flags().SEND_ANONYMOUS_USAGE_STATS is False
     assert tracking.active_user is None or tracking.active_user.do_not_track, "dbt would report usage events"
+
+
+@pytest.mark.parametrize("via", ["argument", "environment"])
+def test_basic_auth_in_the_base_url_is_used_and_never_printed_or_stored(
+        warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str) -> None:
+    """https://user:password@host (a web server's basic auth in front of Moodle) works and stays secret."""
+    from pipelines.moodle.errors import MoodleError
+
+    moodle = warehouse.moodle
+    moodle.basic_auth = ("gatekeeper", "Pw-Secret-42")
+    url = moodle.base_url.replace("http://", "http://gatekeeper:Pw-Secret-42@")
+    if via == "environment":
+        monkeypatch.setenv("SOURCES__MOODLE__BASE_URL", url)
+        report = warehouse.extract(base_url=None)
+    else:
+        report = warehouse.extract(base_url=url)
+    assert sum(report.rows_loaded.values()) > 0, "the credentials reached the server in front of Moodle"
+    broken = url.replace(moodle.base_url.rsplit(":", 1)[1], "1")  # then a run that fails, with a message
+    if via == "environment":
+        monkeypatch.setenv("SOURCES__MOODLE__BASE_URL", broken)
+    with pytest.raises(MoodleError) as failed:
+        warehouse.extract(base_url=None if via == "environment" else broken, max_attempts=1)
+    assert "Pw-Secret-42" not in str(failed.value) and "127.0.0.1:1" in str(failed.value)
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):
+        assert b"Pw-Secret-42" not in path.read_bytes(), f"the password is in {path}"

@@ -7,6 +7,7 @@ shape, and CLI maintenance is an HTML page with 503. Knobs add latency and injec
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -120,6 +121,8 @@ class MoodleEmulator:
         self.requests: Counter[str] = Counter()
         self.request_log: List[Dict[str, Any]] = []
         self.keep_log = False
+        # a web server in front of Moodle asking for HTTP basic auth (Apache/nginx auth_basic): 401 without it
+        self.basic_auth: Optional[Tuple[str, str]] = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -241,6 +244,11 @@ class MoodleEmulator:
                 flat = dict(pairs)
                 if emulator.latency:
                     time.sleep(emulator.latency)
+                if emulator.basic_auth is not None:
+                    expected = "Basic " + base64.b64encode(":".join(emulator.basic_auth).encode()).decode()
+                    if self.headers.get("Authorization") != expected:
+                        return self._send(401, b"<html><body><h1>401 Unauthorized</h1></body></html>", "text/html",
+                                          {"WWW-Authenticate": 'Basic realm="Moodle"'})
                 if url.path.startswith("/_admin/") and emulator.control:
                     return self._admin(url.path, flat)
                 if url.path.endswith("/login/token.php"):

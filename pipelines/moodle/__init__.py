@@ -61,6 +61,7 @@ def moodle_source(
     full_refresh: bool = False,
     allow_hidden: Optional[List[str]] = None,
     due_date_overrides: bool = False,
+    http_auth: Any = None,
     request_stats: Any = None,
 ) -> Sequence[DltResource]:
     """Load a Moodle site.
@@ -77,6 +78,8 @@ def moodle_source(
             ("phones", "last_access"); anything else hidden stops the run.
         due_date_overrides: read each student's own due date (user and group overrides): one call per student
             and assignment of the courses that changed.
+        http_auth: (user, password) of HTTP basic auth in front of Moodle; run_extract takes it out of a
+            base_url written https://user:password@host, so the address dlt traces carries no password.
         request_stats: a RequestStats to count requests into (the CLI prints it).
     """
     config = MoodleSettings.build(
@@ -85,7 +88,7 @@ def moodle_source(
         max_concurrency=max_concurrency, page_size=page_size, user_batch_size=user_batch_size,
         request_timeout=request_timeout, max_attempts=max_attempts, backoff_factor=backoff_factor,
         max_retry_delay=max_retry_delay, allow_insecure_http=allow_insecure_http, full_refresh=full_refresh,
-        allow_hidden=allow_hidden, due_date_overrides=due_date_overrides,
+        allow_hidden=allow_hidden, due_date_overrides=due_date_overrides, http_auth=http_auth,
     )
     client = MoodleClient(config, stats=request_stats if isinstance(request_stats, RequestStats) else None)
     holder: Dict[str, MoodleSnapshot] = {}

@@ -274,7 +274,7 @@ class MoodleClient:
 
         try:
             with self._in_flight:
-                return self._http.session.post(url, params=query, data=body)
+                return self._http.session.post(url, params=query, data=body, auth=self.config.http_auth)
         except requests.Timeout as exc:
             raise self._fail(MoodleUnavailableError(
                 f"Moodle did not answer {function} within {self.config.request_timeout:g}s after "

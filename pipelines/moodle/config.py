@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import settings
 from .errors import MoodleConfigError
@@ -39,6 +39,9 @@ class MoodleSettings:
     full_refresh: bool = False
     allow_hidden: Tuple[str, ...] = ()  # gaps to accept: settings.ACCEPTABLE_GAPS
     due_date_overrides: bool = False  # read per-student overrides (one call per student and assignment)
+    # HTTP basic auth in front of Moodle, given as https://user:password@host: taken out of base_url, so the
+    # address printed in messages and stored in the run log never carries it
+    http_auth: Optional[Tuple[str, str]] = field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -54,7 +57,10 @@ class MoodleSettings:
         **options: object,
     ) -> "MoodleSettings":
         """Normalise and validate; raises MoodleConfigError naming the setting to fix."""
-        url = normalise_base_url(base_url, bool(options.get("allow_insecure_http")))
+        clean, in_url = split_credentials((base_url or "").strip())
+        http_auth = in_url or options.pop("http_auth", None)  # type: ignore[assignment]
+        options.pop("http_auth", None)
+        url = normalise_base_url(clean, bool(options.get("allow_insecure_http")))
         token = (token or "").strip() or None
         username = (username or "").strip() or None
         if not token and not (username and password):
@@ -72,6 +78,7 @@ class MoodleSettings:
             category_ids=_int_tuple(category_ids, "category_ids"),
             student_roles=tuple(student_roles or settings.DEFAULT_STUDENT_ROLES),
             allow_hidden=_gap_names(allow_hidden),
+            http_auth=tuple(http_auth) if http_auth else None,  # type: ignore[arg-type]
             **{k: v for k, v in options.items() if v is not None},  # type: ignore[arg-type]
         )
         for name in ("max_concurrency", "page_size", "user_batch_size", "max_attempts"):
@@ -86,7 +93,18 @@ class MoodleSettings:
 
     @property
     def secrets(self) -> Tuple[str, ...]:
-        return tuple(s for s in (self.token, self.password) if s)
+        return tuple(s for s in (self.token, self.password, self.http_auth and self.http_auth[1]) if s)
+
+
+def split_credentials(url: str) -> Tuple[str, Optional[Tuple[str, str]]]:
+    """`https://user:pw@host/path` -> (`https://host/path`, (user, pw)); a URL without credentials unchanged."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    clean = f"{parts.scheme}://{netloc}{parts.path}"
+    return clean, (unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 def normalise_base_url(base_url: Optional[str], allow_insecure_http: bool) -> str:
