@@ -57,12 +57,13 @@ def extract(
     _extract(duckdb, **options)
 
 
-def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: bool = False) -> None:
+def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: bool = False,
+               accept_site_move: bool = False) -> None:
     from .report import print_cases
     from .transform import TransformError, case_summary, run_transform
 
     try:
-        report = run_transform(duckdb, dbt_vars=dbt_vars, quiet=quiet)
+        report = run_transform(duckdb, dbt_vars=dbt_vars, quiet=quiet, accept_site_move=accept_site_move)
     except (TransformError, WarehouseBusy) as exc:
         err.print(f"[bold red]Transform failed:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1)
@@ -73,6 +74,8 @@ def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: b
 def transform(
     duckdb: Optional[Path] = DUCKDB_OPTION,
     var: Optional[List[str]] = typer.Option(None, "--var", help="dbt var as NAME=VALUE, e.g. commcare_default_owner_id=abc123 (repeatable)."),
+    accept_site_move: bool = typer.Option(False, "--accept-site-move",
+                                          help="The Moodle site moved to a new address: keep its site key (and cases)."),
 ) -> None:
     """Build the CommCare case tables with dbt (seeds, models, unit and data tests)."""
     dbt_vars = {}
@@ -82,7 +85,7 @@ def transform(
             err.print(f"[bold red]--var {item!r}:[/] write it as NAME=VALUE")
             raise typer.Exit(2)
         dbt_vars[name.strip()] = value
-    _transform(duckdb, dbt_vars)
+    _transform(duckdb, dbt_vars, accept_site_move=accept_site_move)
 
 
 def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,

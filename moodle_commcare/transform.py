@@ -60,11 +60,18 @@ def _release_duckdb() -> None:
 
 
 def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
-                  select: Optional[str] = None, quiet: bool = True) -> TransformReport:
+                  select: Optional[str] = None, quiet: bool = True, accept_site_move: bool = False) -> TransformReport:
     """`dbt build`: seeds, models, unit and data tests. Raises TransformError listing what failed."""
-    from . import runlog
+    from . import runlog, site_identity
 
     began = runlog.utcnow()
+    if duckdb_path(db).exists():
+        try:
+            key = site_identity.pin(duckdb_path(db), dbt_vars, accept_move=accept_site_move)
+        except site_identity.SiteMoved as exc:
+            raise TransformError(str(exc)) from None
+        if key is not None:
+            dbt_vars = {**(dbt_vars or {}), "moodle_site_key": key}
     args = ["build"] + (["--select", select] if select else [])
     result = run_dbt(args, db, dbt_vars, quiet)
     report = TransformReport(duckdb=duckdb_path(db))

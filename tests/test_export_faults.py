@@ -277,3 +277,25 @@ def test_a_typed_triple_dash_stays_a_value(db: Path, hq: CommCareEmulator, tmp_p
     run_export(db, settings(hq, tmp_path), upload=True)
     props = hq.by_external_id("student")[ext].properties
     assert props["city"].replace("\u2060", "") == "---" and props["department"].replace("\u2060", "") == " --- "
+
+
+def test_a_site_moved_to_a_new_address_keeps_its_cases(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
+    """External ids embed a site key; derived from the address on each run, a move duplicated every case."""
+    from moodle_commcare.transform import TransformError
+
+    run_export(db, settings(hq, tmp_path), upload=True)
+    cases = len(hq.cases)
+    with duckdb.connect(str(db)) as con:  # the next extract reads the site at its new address
+        con.execute("insert into moodle_raw.site_info by name select * replace ("
+                    "'https://learn.demo-academy.example/moodle' as siteurl, extracted_at + interval 1 day as "
+                    "extracted_at) from moodle_raw.site_info order by extracted_at desc limit 1")
+    with pytest.raises(TransformError, match=r"changed from .* to https://learn.demo-academy.example/moodle.*"
+                                             r"--accept-site-move"):
+        run_transform(db, VARS)
+    with pytest.raises(TransformError, match="new key would give every student"):
+        run_transform(db, {**VARS, "moodle_site_key": "learn-demo-academy-example-moodle"}, accept_site_move=True)
+    run_transform(db, VARS, accept_site_move=True)
+    report = run_export(db, settings(hq, tmp_path), upload=True)
+    assert all(t.to_send == 0 for t in report.types) and len(hq.cases) == cases, "the same cases, none created"
+    run_transform(db, VARS)  # the new address is now the known one
+    assert_store_matches_marts(hq, db)
