@@ -25,7 +25,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
 from moodle_commcare import runlog, warehouse  # noqa: E402
 from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
-from pipelines.moodle.errors import MoodleError  # noqa: E402
+from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
+from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
 
 DEFAULT_DUCKDB = "moodle.duckdb"
 
@@ -113,7 +114,13 @@ def run_extract(
     with _ticker(stats, on_progress):
         try:
             source_options = _without_url_credentials(source_options)
-            source = moodle_source(request_stats=stats, **source_options)
+            try:
+                source = moodle_source(request_stats=stats, **source_options)
+            except ConfigValueCannotBeCoercedException as exc:  # dlt read a setting it cannot type
+                kind = getattr(exc.hint, "__name__", str(exc.hint))
+                raise MoodleConfigError(
+                    f"SOURCES__MOODLE__{exc.field_name.upper()}={exc.field_value!r} is not a valid {kind}: fix it in "
+                    ".dlt/config.toml or the environment.") from None
             # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
             info = pipeline.run(source, loader_file_format="parquet")
         except PipelineStepFailed as exc:

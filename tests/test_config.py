@@ -72,3 +72,41 @@ def test_settings_come_from_dlt_env_vars(warehouse: Warehouse, monkeypatch: pyte
     monkeypatch.setenv("SOURCES__MOODLE__COURSE_IDS", "[3]")
     report = run_extract(warehouse.path)
     assert report.table_rows["courses"] == 1
+
+
+@pytest.mark.parametrize("name, value, hint", [
+    ("MAX_CONCURRENCY", "abc", "SOURCES__MOODLE__MAX_CONCURRENCY='abc' is not a valid int"),
+    ("REQUEST_TIMEOUT", "0", "SOURCES__MOODLE__REQUEST_TIMEOUT must be a number of seconds above 0"),
+])
+def test_bad_number_in_the_environment_names_the_setting(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch,
+                                                         name: str, value: str, hint: str) -> None:
+    monkeypatch.setenv(f"SOURCES__MOODLE__{name}", value)
+    with pytest.raises(MoodleConfigError) as caught:
+        warehouse.extract()
+    assert hint in str(caught.value)
+    assert warehouse.moodle.requests.total() == 0, "nothing asked of Moodle"
+
+
+@pytest.mark.parametrize("setting, value, hint", [
+    ("chunk_rows", 0, "COMMCARE__CHUNK_ROWS=0: rows per workbook must be between 1"),
+    ("poll_interval", 0, "COMMCARE__POLL_INTERVAL=0: must be a number of seconds above 0"),
+    ("max_close_share", 5, "COMMCARE__MAX_CLOSE_SHARE=5: must be a share"),
+])
+def test_bad_commcare_settings_name_the_setting(setting: str, value: object, hint: str) -> None:
+    from exports.commcare import CommCareSettings
+    from exports.commcare.errors import CommCareConfigError
+
+    with pytest.raises(CommCareConfigError, match=hint):
+        CommCareSettings(**{setting: value})  # type: ignore[arg-type]
+
+
+def test_out_naming_a_file_and_export_before_transform_say_what_to_do(warehouse: Warehouse, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from exports.commcare import CommCareSettings, run_export
+    from exports.commcare.errors import CommCareConfigError, CommCareError
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CommCareConfigError, match="names a file"):
+        CommCareSettings(out_dir=tmp_path / "a-file")
+    warehouse.extract()
+    with pytest.raises(CommCareError, match="run `moodle-commcare transform` before exporting"):
+        run_export(warehouse.path, CommCareSettings(out_dir=tmp_path / "out"))

@@ -52,6 +52,27 @@ class CommCareSettings:
         return cls(**{name: _coerce(name, hints[name], value) for name, value in values.items()
                       for hints in [get_type_hints(cls)]})
 
+    def __post_init__(self) -> None:
+        """Numbers in range, each error naming its setting: a chunk of 0 rows would send nothing, silently."""
+        def bad(name: str, rule: str) -> CommCareConfigError:
+            return CommCareConfigError(f"COMMCARE__{name.upper()}={getattr(self, name)!r}: {rule}.")
+
+        if not 1 <= int(self.chunk_rows) <= 1_000_000:
+            raise bad("chunk_rows", "rows per workbook must be between 1 and 1,000,000")
+        for name in ("poll_interval", "request_timeout"):
+            if not float(getattr(self, name)) > 0:
+                raise bad(name, "must be a number of seconds above 0")
+        for name in ("poll_timeout", "unknown_job_grace", "backoff_factor", "max_retry_delay"):
+            if float(getattr(self, name)) < 0:
+                raise bad(name, "must be 0 or more")
+        if int(self.max_attempts) < 1:
+            raise bad("max_attempts", "must be at least 1")
+        for name in ("max_close_share", "max_update_share"):
+            if not 0 < float(getattr(self, name)) <= 1:
+                raise bad(name, "must be a share above 0 and at most 1 (0.1 = 10%)")
+        if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
+            raise bad("out_dir", "names a file; give a folder for the workbooks (--out)")
+
     def require_upload(self) -> None:
         """Uploading needs the project, the credentials and a safe URL; say which setting is missing."""
         for name, env in (("project", "COMMCARE__PROJECT"), ("username", "COMMCARE__USERNAME"),

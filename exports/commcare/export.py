@@ -85,6 +85,12 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
     con = connect(db)  # the DuckDB file lock doubles as the export lock: a second export gets WarehouseBusy
     status = "failed"
     try:
+        missing = [t.relation for t in ledger.CASE_TABLES if not con.execute(
+            "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
+            [t.relation]).fetchone()[0]]
+        if missing:
+            raise CommCareError(f"{db} has no case tables ({', '.join(missing)}): run `moodle-commcare transform` "
+                                "before exporting.")
         ledger.ensure_tables(con)
         journal.ensure_tables(con)
         if not dry_run:

@@ -84,6 +84,11 @@ class MoodleSettings:
         for name in ("max_concurrency", "page_size", "user_batch_size", "max_attempts"):
             if int(getattr(built, name)) < 1:
                 raise MoodleConfigError(f"{_env(name)} must be a whole number of at least 1.")
+        for name in ("request_timeout", "max_retry_delay"):
+            if not float(getattr(built, name)) > 0:
+                raise MoodleConfigError(f"{_env(name)} must be a number of seconds above 0 (it is {getattr(built, name)!r}).")
+        if float(built.backoff_factor) < 0:
+            raise MoodleConfigError(f"{_env('backoff_factor')} must be 0 or more (seconds before the first retry).")
         if built.user_batch_size > 400:
             raise MoodleConfigError(
                 f"{_env('user_batch_size')}={built.user_batch_size} is too large: PHP's max_input_vars "
