@@ -134,7 +134,11 @@ def status(
     from .report import print_status
 
     path = duckdb_path(duckdb)
-    runs = runlog.latest(path)
+    try:
+        runs = runlog.latest(path)
+    except WarehouseBusy as exc:
+        err.print(f"[bold red]Status unavailable:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1)
     if not runs:
         console.print(f"Nothing has run against {path} yet: start with `moodle-commcare extract`.")
         return
