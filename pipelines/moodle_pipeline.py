@@ -17,6 +17,10 @@ from typing import Any, Dict, Iterator, List, Optional
 # dlt reports anonymous usage to dlthub unless told not to; a school's sync stays on its own machine unless the
 # user turns it on (RUNTIME__DLTHUB_TELEMETRY=true). Set before dlt reads its configuration.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+# Profiles (emails, phones) must live in one place, the warehouse: once loaded, dlt deletes the package's
+# parquet files and empties the merge staging tables instead of keeping a copy per run.
+os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
+os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
 
 import dlt  # noqa: E402
 from dlt.common.pipeline import LoadInfo  # noqa: E402

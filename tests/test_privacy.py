@@ -48,3 +48,23 @@ def test_basic_auth_in_the_base_url_is_used_and_never_printed_or_stored(
     assert "Pw-Secret-42" not in str(failed.value) and "127.0.0.1:1" in str(failed.value)
     for path in (p for p in tmp_path.rglob("*") if p.is_file()):
         assert b"Pw-Secret-42" not in path.read_bytes(), f"the password is in {path}"
+
+
+def test_after_three_extracts_a_students_email_is_only_in_the_warehouse_table(warehouse: Warehouse,
+                                                                               tmp_path: Path) -> None:
+    import duckdb
+
+    s = warehouse.moodle.school
+    uid = next(u for _, u, e in s.all_enrolments() if e.role == "student")
+    s.update_user(uid, email="only-once-7f3a@school.example")
+    for n in range(3):
+        s.update_user(uid, city=f"City {n}")  # each run loads the profile again
+        warehouse.extract()
+    email = b"only-once-7f3a@school.example"
+    holders = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".duckdb" and email in p.read_bytes()]
+    assert holders == [], "dlt's loaded packages keep no copy"
+    with duckdb.connect(str(warehouse.path), read_only=True) as con:
+        tables = con.execute("select table_schema, table_name from information_schema.tables").fetchall()
+        found = [(sch, t) for sch, t in tables if con.execute(
+            f'select count(*) from "{sch}"."{t}" as r where cast(r as varchar) like \'%only-once-7f3a%\'').fetchone()[0]]
+    assert found == [("moodle_raw", "users")], found
