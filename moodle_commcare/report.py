@@ -30,6 +30,9 @@ def extract_tables(report: ExtractReport) -> list[Table]:
 
 
 def print_extract(console: Console, report: ExtractReport) -> None:
+    if report.recovered:
+        console.print(f"[yellow]Recovered:[/] an earlier extract was interrupted while loading; its "
+                      f"{report.recovered} load package(s) were loaded first, then this run's data.")
     for table in extract_tables(report):
         console.print(table)
     if report.warnings:

@@ -65,6 +65,13 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
     from . import runlog, site_identity
 
     began = runlog.utcnow()
+    from pipelines.moodle_pipeline import load_state
+
+    if load_state(duckdb_path(db)) == "loading":
+        raise TransformError(
+            "The last extract stopped while loading (killed, out of memory or disk full): the raw tables may hold "
+            "part of one run and part of another, which would read as students leaving. Run `moodle-commcare "
+            "extract` again: it finishes the interrupted load first, then this transform can run.")
     if duckdb_path(db).exists():
         try:
             key = site_identity.pin(duckdb_path(db), dbt_vars, accept_move=accept_site_move)

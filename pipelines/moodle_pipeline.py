@@ -6,6 +6,7 @@ keyword arguments override them, which is how the demo and the tests point it at
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
 os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
 
 import dlt  # noqa: E402
+import duckdb  # noqa: E402
 from dlt.common.pipeline import LoadInfo  # noqa: E402
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
@@ -32,6 +34,7 @@ from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
 from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
 
+log = logging.getLogger(__name__)
 DEFAULT_DUCKDB = "moodle.duckdb"
 
 DATASET = "moodle_raw"
@@ -52,6 +55,7 @@ class ExtractReport:
     seconds: float
     load_info: Optional[LoadInfo] = field(default=None, repr=False)
     warnings: List[Dict[str, Any]] = field(default_factory=list)  # data Moodle hid this run (access_gaps)
+    recovered: int = 0  # load packages of an interrupted earlier run that this run finished first
 
 
 def make_pipeline(db: Path, pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
@@ -115,8 +119,13 @@ def run_extract(
     pipeline = make_pipeline(path, pipelines_dir)
     started = time.monotonic()
     began = runlog.utcnow()
+    recovered = 0
     with _ticker(stats, on_progress):
         try:
+            if pipeline.config.restore_from_destination:  # as run() does: state from DuckDB if the folder is gone
+                pipeline.sync_destination()
+            if pipeline.has_pending_data:  # an earlier run stopped mid-way: finish its load before anything else
+                recovered = _finish_interrupted(path, pipeline)
             source_options = _without_url_credentials(source_options)
             try:
                 source = moodle_source(request_stats=stats, **source_options)
@@ -126,7 +135,9 @@ def run_extract(
                     f"SOURCES__MOODLE__{exc.field_name.upper()}={exc.field_value!r} is not a valid {kind}: fix it in "
                     ".dlt/config.toml or the environment.") from None
             # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
-            info = pipeline.run(source, loader_file_format="parquet")
+            pipeline.extract(source, loader_file_format="parquet")
+            normalized = pipeline.normalize()
+            info = _load(path, pipeline)
         except PipelineStepFailed as exc:
             error = unwrap(exc)
             _log_failure(path, began, error, stats)
@@ -137,15 +148,61 @@ def run_extract(
         finally:
             _forget_trace_if_credentials(pipeline, source_options)
     seconds = time.monotonic() - started
-    trace = pipeline.last_trace
-    rows = dict(trace.last_normalize_info.row_counts) if trace and trace.last_normalize_info else {}
+    rows = dict(normalized.row_counts)
     rows.pop("_dlt_pipeline_state", None)
     report = ExtractReport(duckdb=path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
-                           seconds=seconds, load_info=info, warnings=run_warnings(pipeline))
+                           seconds=seconds, load_info=info, warnings=run_warnings(pipeline), recovered=recovered)
     runlog.record(path, "extract", "ok", began, {"rows_loaded": rows, "requests": stats.total_requests,
                                                  "retries": stats.retries, "seconds": round(seconds, 1),
                                                  "warnings": [f"{w['what']} ({w['fix']})" for w in report.warnings]})
     return report
+
+
+LOAD_STATE = "ops.extract_load"
+
+
+def _set_load_state(path: Path, state: str) -> None:
+    """'loading' from the moment the load step starts until it has finished: dlt merges table by table,
+    deleting then inserting, so in between the raw tables do not belong to one run."""
+    con = warehouse.connect(path)
+    try:
+        con.execute("create schema if not exists ops")
+        con.execute(f"create table if not exists {LOAD_STATE} (state varchar not null, changed_at timestamp not null)")
+        con.execute(f"delete from {LOAD_STATE}")
+        con.execute(f"insert into {LOAD_STATE} values (?, cast(timezone('UTC', current_timestamp) as timestamp))",
+                    [state])
+    finally:
+        con.close()
+
+
+def load_state(path: Path) -> Optional[str]:
+    """'loading' when the last extract stopped inside its load step (killed, out of memory, disk full)."""
+    if not path.exists():
+        return None
+    con = warehouse.connect(path, read_only=True)
+    try:
+        row = con.execute(f"select state from {LOAD_STATE}").fetchone()
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+    return str(row[0]) if row else None
+
+
+def _load(path: Path, pipeline: dlt.Pipeline) -> LoadInfo:
+    _set_load_state(path, "loading")
+    info = pipeline.load()
+    _set_load_state(path, "complete")
+    return info
+
+
+def _finish_interrupted(path: Path, pipeline: dlt.Pipeline) -> int:
+    """Load what an interrupted run had fully extracted (a package is whole once extracted); returns how many
+    packages. Only then does this run fetch anything: dlt would otherwise just finish the old one."""
+    pipeline.normalize()
+    info = _load(path, pipeline)
+    log.warning("Finished loading %d package(s) of an earlier extract that was interrupted.", len(info.loads_ids))
+    return len(info.loads_ids)
 
 
 def _log_failure(path: Path, began: Any, error: BaseException, stats: RequestStats) -> None:
