@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -13,18 +16,24 @@ from moodle_commcare.warehouse import WarehouseBusy
 from .conftest import Warehouse
 
 
-def test_extract_into_a_file_another_process_holds(warehouse: Warehouse) -> None:
-    warehouse.extract()
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Another process holds the DuckDB file for writing while the block runs."""
     holder = subprocess.Popen([sys.executable, "-c", (
         "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"),
-        str(warehouse.path)], stdout=subprocess.PIPE, text=True)
+        str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
-        with pytest.raises(WarehouseBusy, match="open in another program"):
-            warehouse.extract()
+        yield
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_extract_into_a_file_another_process_holds(warehouse: Warehouse) -> None:
+    warehouse.extract()
+    with held(warehouse.path), pytest.raises(WarehouseBusy, match="open in another program"):
+        warehouse.extract()
     time.sleep(0.1)
     report = warehouse.extract()  # the file is intact and usable once released
     assert report.table_rows["enrolments"] == len(list(warehouse.moodle.school.all_enrolments()))
@@ -33,16 +42,9 @@ def test_extract_into_a_file_another_process_holds(warehouse: Warehouse) -> None
 @pytest.mark.parametrize("command", ["status", "transform", "export"])
 def test_every_command_on_a_held_file_says_so_in_one_line(warehouse: Warehouse, command: str) -> None:
     warehouse.extract()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"),
-        str(warehouse.path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+    with held(warehouse.path):
         run = subprocess.run([sys.executable, "-m", "moodle_commcare.cli", command, "--duckdb", str(warehouse.path)],
                              capture_output=True, text=True, timeout=120)
-    finally:
-        holder.kill()
-        holder.wait()
     out = run.stdout + run.stderr
     assert run.returncode == 1 and "open in another program" in out, out[-2000:]
     assert "Traceback" not in out and "╭" not in out, "no stack trace"
