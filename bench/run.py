@@ -10,6 +10,7 @@ writes the figures as JSON (bench/results/<size>.json). A benchmark reports; it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -192,7 +193,7 @@ def next_day(db: Path, hq: Dict[str, Any], rss: PeakRSS, out: Path, days: int, f
                                 unknown_job_grace=0)
     admin = f"{hq['base_url']}/_admin/faults"
     requests.post(admin, data={"after_queue": "drop"} if fault == "lost" else {"jobs": "hold"}, timeout=10)
-    interrupted_settings = CommCareSettings(**{**settings.__dict__, "poll_timeout": 0.5})
+    interrupted_settings = dataclasses.replace(settings, poll_timeout=0.5)
     since = runlog.utcnow()
     with rss.stage(figures["interrupted"]):
         try:

@@ -158,7 +158,7 @@ class Importer:
         job.state = 1
         if time.monotonic() - job.queued_at > self.file_cache_seconds:
             job.state, job.result = 3, failed_result("Error: Sorry, your session has expired. Please start over "
-                                                     "and try again.")  # the file left the cache
+                                                     "and try again.")  # the file left the cache [infer: text]
             return
         for sheet in job.sheets:
             for reserved in RESERVED:  # do_import.py _populate_updated_fields -> InvalidCustomFieldNameException
@@ -205,9 +205,8 @@ class Importer:
                         continue  # testBlankRows: skipped silently
                     values = {k: ("" if v is None else str(v)) for k, v in raw.items()}
                     search = _search_id(values.get(job.search_column, ""))
-                    if (sheet.case_type, search) in pending_new or (
-                            sheet.case_type if not values.get("parent_type") else values["parent_type"],
-                            values.get("parent_external_id", "")) in pending_new:
+                    parent = (values.get("parent_type") or sheet.case_type, values.get("parent_external_id", ""))
+                    if (sheet.case_type, search) in pending_new or parent in pending_new:
                         flush()
                     outcome = self._row(job, sheet, values, search, row_no, fail, pending, pending_new)
                     if outcome == "created":

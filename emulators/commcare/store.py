@@ -14,7 +14,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 
 def now_iso() -> str:
@@ -54,12 +54,13 @@ class CaseStore:
         self.lock = threading.RLock()
         self.cases: Dict[str, Case] = {}
         self._by_ext: Dict[Tuple[str, str], List[str]] = {}
+        self._types: Set[str] = set()
 
     def find(self, case_type: Optional[str], external_id: str) -> List[Case]:
         with self.lock:
             if case_type is not None:
                 return [self.cases[i] for i in self._by_ext.get((case_type, external_id), [])]
-            return [self.cases[i] for (_, ext), ids in self._by_ext.items() if ext == external_id for i in ids]
+            return [c for t in sorted(self._types) for c in self.find(t, external_id)]
 
     def create(self, case_type: str, external_id: str, name: str, owner_id: str, properties: Dict[str, str],
                parent: Optional[Tuple[str, str]]) -> Case:
@@ -67,8 +68,9 @@ class CaseStore:
             case = Case(uuid.uuid4().hex, case_type, external_id, name, owner_id, dict(properties), parent)
             self.cases[case.case_id] = case
             self._by_ext.setdefault((case_type, external_id), []).append(case.case_id)
+            self._types.add(case_type)
             return case
 
-    def case_types(self) -> set:
+    def case_types(self) -> Set[str]:
         with self.lock:
-            return {t for t, _ in self._by_ext}
+            return set(self._types)

@@ -97,11 +97,11 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
             journal.prune(con)
         if client is not None:
             report.settle = settle(con, client, settings, say)
+        journal.withhold_unsettled(con)  # what settling left open stays so for this whole export
         report.refusal = check_thresholds(con, settings, full=full, allow=allow_mass_change)
         if report.refusal and not dry_run:
             raise CommCareMassChange(report.refusal)
         for table in ledger.CASE_TABLES:
-            journal.withhold_unsettled(con)
             columns = ledger.plan(con, table, settings.chunk_rows, full=full)
             part = TypeReport(table.case_type, planned=ledger.counts(con, table))
             report.types.append(part)
@@ -148,7 +148,6 @@ def check_thresholds(con: duckdb.DuckDBPyConnection, settings: CommCareSettings,
     """
     if allow:
         return None
-    journal.withhold_unsettled(con)
     findings = []
     for table in ledger.CASE_TABLES:
         ledger.plan(con, table, settings.chunk_rows, full=full)
@@ -242,22 +241,20 @@ def _send(con: duckdb.DuckDBPyConnection, client: CommCareClient, table: ledger.
             "in the job journal: the next export waits for it (or reads its result) before sending anything else "
             "for those cases, so nothing is sent twice and nothing is lost.")
     _apply(con, job_id, result)
-    rows = dict(con.execute(f"select sheet_row, closing from {journal.JOB_ROWS} where job_id = ?", [job_id]).fetchall())
+    rows = {r: (ext, closing) for r, ext, closing in con.execute(
+        f"select sheet_row, sent_external_id, closing from {journal.JOB_ROWS} where job_id = ? order by sheet_row",
+        [job_id]).fetchall()}
     if not result.succeeded:
         part.failed += len(rows)
-        ids = con.execute(f"select sent_external_id from {journal.JOB_ROWS} where job_id = ? order by sheet_row "
-                          "limit 50", [job_id]).fetchall()
-        _note(part, {r[0]: f"Import failed: {result.failure}" for r in ids})
+        _note(part, {ext: f"Import failed: {result.failure}" for ext, _ in rows.values()})
         return
     row_errors = result.row_errors()
+    closed = sum(1 for r, (_, closing) in rows.items() if closing and r not in row_errors)
     part.created += result.created
-    part.updated += result.updated - sum(1 for r, closing in rows.items() if closing and r not in row_errors)
-    part.closed += sum(1 for r, closing in rows.items() if closing and r not in row_errors)
+    part.updated += result.updated - closed
+    part.closed += closed
     part.failed += len(row_errors)
-    if row_errors:
-        ids = dict(con.execute(f"select sheet_row, sent_external_id from {journal.JOB_ROWS} where job_id = ?",
-                               [job_id]).fetchall())
-        _note(part, {ids[r]: e for r, e in row_errors.items() if r in ids})
+    _note(part, {rows[r][0]: e for r, e in row_errors.items() if r in rows})
 
 
 def _note(part: TypeReport, failed: Dict[str, str]) -> None:

@@ -18,9 +18,10 @@ A job that ended without confirming its rows (state 3, state 2 without a result,
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import duckdb
 
@@ -43,6 +44,18 @@ class OpenJob:
     state: str
     status_url: Optional[str]
     sent_at: Optional[datetime]
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All of the block's writes, or none: a crash between two of them must not leave a job half applied."""
+    con.execute("begin")
+    try:
+        yield
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -85,8 +98,7 @@ def prune(con: duckdb.DuckDBPyConnection, keep_days: int = 30) -> None:
 def record(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str, chunk: int, file: str) -> str:
     """Write the job and its rows (state prepared) in one transaction; returns its id."""
     job_id = uuid.uuid4().hex
-    con.execute("begin")
-    try:
+    with _transaction(con):
         con.execute(f"""
             insert into {JOB_ROWS}
             select ?, _sheet_row, '{table.case_type}', external_id, _sent_id, _episode, _action, _hashes,
@@ -95,10 +107,6 @@ def record(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str, chunk: i
         rows = con.execute(f"select count(*) from {JOB_ROWS} where job_id = ?", [job_id]).fetchone()[0]
         con.execute(f"insert into {JOBS} (job_id, case_type, mode, file, rows, state, created_at) "
                     f"values (?, ?, ?, ?, ?, 'prepared', {NOW})", [job_id, table.case_type, mode, file, rows])
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return job_id
 
 
@@ -151,8 +159,7 @@ def _note_errors(con: duckdb.DuckDBPyConnection, job_id: str, errors: Dict[int, 
 def apply_success(con: duckdb.DuckDBPyConnection, job_id: str, row_errors: Dict[int, str], upload_id: str) -> None:
     """CommCare finished the job and listed its failed rows: every other row is as sent."""
     failed = sorted(row_errors) or [-1]
-    con.execute("begin")
-    try:
+    with _transaction(con):
         con.execute(f"""
             insert or replace into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
                                              last_error, last_error_at, in_commcare, episode)
@@ -165,10 +172,6 @@ def apply_success(con: duckdb.DuckDBPyConnection, job_id: str, row_errors: Dict[
             where r.job_id = ? and r.sheet_row not in (select unnest(?::integer[]))""", [upload_id, job_id, failed])
         _note_errors(con, job_id, row_errors)
         _settle(con, job_id, "succeeded", f"{len(row_errors)} row errors" if row_errors else "all rows accepted")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
 
 
 def apply_unconfirmed(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> None:
@@ -177,8 +180,7 @@ def apply_unconfirmed(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) 
     Earlier chunks may be in CommCare (no rollback): a create or reopen leaves its case 'maybe', so the
     next run upserts it or closes it update-only. Updates keep their old hashes and are re-sent.
     """
-    con.execute("begin")
-    try:
+    with _transaction(con):
         con.execute(f"""
             insert or replace into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
                                              last_error, last_error_at, in_commcare, episode)
@@ -197,10 +199,6 @@ def apply_unconfirmed(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) 
             where r.job_id = ? and r.closing and l.case_type = r.case_type and l.external_id = r.external_id""",
                     [reason[:500], job_id])
         _settle(con, job_id, "ended_unconfirmed", reason)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
 
 
 def apply_not_sent(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> None:
@@ -217,8 +215,7 @@ def apply_lookup(con: duckdb.DuckDBPyConnection, job_id: str, found: Dict[str, D
     con.execute("create or replace temp table _found (sent_external_id varchar, closed boolean)")
     if found:
         con.executemany("insert into _found values (?, ?)", [(k, bool(v.get("closed"))) for k, v in found.items()])
-    con.execute("begin")
-    try:
+    with _transaction(con):
         # a created (or reopened) case exists: its values are unknown, so they are sent again as an update
         con.execute(f"""
             insert or replace into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
@@ -238,8 +235,4 @@ def apply_lookup(con: duckdb.DuckDBPyConnection, job_id: str, found: Dict[str, D
                             from {JOB_ROWS} as r left join _found as f using (sent_external_id)
                             where r.job_id = ?""", [job_id]).fetchone()
         _settle(con, job_id, "resolved", f"looked up by external id: {n[0]} of {n[1]} rows found in CommCare")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return {"found": int(n[0]), "rows": int(n[1])}

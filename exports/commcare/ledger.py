@@ -144,7 +144,8 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
                    "and pl.external_id = m.parent_external_id") if table.parent else ""
     # a child waits while its parent's job is unsettled: sent now it would fail, or race the parent's create
     parent_withheld = ("left join _withheld as pw on pw.case_type = cur.parent_type and pw.external_id = "
-                       "cur._parent_base" if table.parent else "left join (select null as external_id) as pw on false")
+                       "cur._parent_base" if table.parent else "")
+    withheld = "w.external_id is not null" + (" or pw.external_id is not null" if table.parent else "")
     hashed = [n for n in names if n != "external_id"]
     # 64-bit hashes keep the ledger small; json_extract on the parsed ledger JSON reads each property once
 
@@ -169,7 +170,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
                 {hashes} as _hashes,
                 coalesce(l.episode, 0) as _old_episode,
                 case
-                    when w.external_id is not null or pw.external_id is not null then 'withheld'
+                    when {withheld} then 'withheld'
                     when coalesce(l.in_commcare, 'no') = 'no' and cur.close = 'yes' then 'skip_closed'
                     when coalesce(l.in_commcare, 'no') = 'no' then 'create'
                     when l.closed and cur.close = 'yes' then 'unchanged'

@@ -58,8 +58,8 @@ class MoodleSettings:
     ) -> "MoodleSettings":
         """Normalise and validate; raises MoodleConfigError naming the setting to fix."""
         clean, in_url = split_credentials((base_url or "").strip())
-        http_auth = in_url or options.pop("http_auth", None)  # type: ignore[assignment]
-        options.pop("http_auth", None)
+        passed = options.pop("http_auth", None)  # run_extract takes it out of the URL before dlt sees it
+        http_auth = in_url or passed
         url = normalise_base_url(clean, bool(options.get("allow_insecure_http")))
         token = (token or "").strip() or None
         username = (username or "").strip() or None

@@ -123,7 +123,6 @@ class MoodleSnapshot:
         self.state = state
         self.extracted_at = datetime.now(timezone.utc)
         self.horizon = int(self.extracted_at.timestamp()) + settings.CLOCK_SKEW_SECONDS
-        self.future_times: List[Tuple[str, int, int]] = []  # (what, id, time) beyond the horizon, for the log
         self.previous = previous_marks(state, config.full_refresh)
         self.gaps = Gaps(config.allow_hidden)
         self._lock = threading.RLock()
@@ -366,21 +365,22 @@ class MoodleSnapshot:
     # ------------------------------------------------------------------ incrementality
     def _store_watermarks(self) -> None:
         marks = dict(self.state.get(COURSE_MARKS_KEY) or {})  # courses outside this run keep theirs
+        future: List[Tuple[int, int, int]] = []  # (course, user, time) beyond the horizon, for the log
         for course_id, rows in (self._enrolments or {}).items():
             mark = self.previous[course_id].copy() if course_id in self.previous else Watermark()
             for e in rows:
                 for when, key in ((e.lastcourseaccess, f"c{e.user_id}"), (e.lastaccess, f"s{e.user_id}")):
                     if when is not None and when > self.horizon:
-                        self.future_times.append((f"course {course_id}, user", e.user_id, when))
+                        future.append((course_id, e.user_id, when))
                     elif when is not None:
                         mark.observe(when, key)
             marks[str(course_id)] = mark.to_state()
         self.state[COURSE_MARKS_KEY] = marks
-        if self.future_times:
-            what, who, when = self.future_times[0]
-            log.warning("Moodle reported %d access times in the future (e.g. %s %s at %s); they do not move the "
-                        "incremental watermarks. Check the Moodle server's clock, or those users' records.",
-                        len(self.future_times), what, who,
+        if future:
+            course_id, user_id, when = future[0]
+            log.warning("Moodle reported %d access times in the future (e.g. user %s in course %s at %s); they do "
+                        "not move the incremental watermarks. Check the Moodle server's clock, or those users' "
+                        "records.", len(future), user_id, course_id,
                         datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds"))
         self.state.pop(LEGACY_WATERMARK_KEY, None)
         self.state.pop(LEGACY_KNOWN_COURSES_KEY, None)
