@@ -128,7 +128,7 @@ def run_extract(
                 recovered = _finish_interrupted(path, pipeline)
             source_options = _without_url_credentials(source_options)
             try:
-                source = moodle_source(request_stats=stats, **source_options)
+                source = moodle_source(request_stats=stats, known_enrolments=known_enrolments(path), **source_options)
             except ConfigValueCannotBeCoercedException as exc:  # dlt read a setting it cannot type
                 kind = getattr(exc.hint, "__name__", str(exc.hint))
                 raise MoodleConfigError(
@@ -187,6 +187,29 @@ def load_state(path: Path) -> Optional[str]:
     finally:
         con.close()
     return str(row[0]) if row else None
+
+
+def known_enrolments(path: Path) -> Dict[int, Dict[int, bool]]:
+    """Who each course had at its last loaded read, course id -> {user id: is_active} (as int_moodle__enrolments
+    reads it: the pairs stamped at or after the course's latest snapshot); {} before the first run. The source
+    re-reads a course where one of them is missing or no longer active: offset paging can skip a user when
+    someone is unenrolled while the run pages (see MoodleSnapshot._course_enrolments)."""
+    if not path.exists():
+        return {}
+    con = warehouse.connect(path, read_only=True)
+    try:
+        rows = con.execute(
+            f'select e.course_id, e.user_id, e.is_active from "{DATASET}".enrolments as e '
+            f'join (select course_id, max(extracted_at) as snapshot_at from "{DATASET}".enrolment_snapshots '
+            "group by course_id) as s using (course_id) where e.extracted_at >= s.snapshot_at").fetchall()
+    except duckdb.CatalogException:
+        return {}
+    finally:
+        con.close()
+    known: Dict[int, Dict[int, bool]] = {}
+    for course_id, user_id, is_active in rows:
+        known.setdefault(int(course_id), {})[int(user_id)] = bool(is_active)
+    return known
 
 
 def _load(path: Path, pipeline: dlt.Pipeline) -> LoadInfo:

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 from .access import token_user
@@ -121,6 +121,7 @@ class MoodleEmulator:
         self.requests: Counter[str] = Counter()
         self.request_log: List[Dict[str, Any]] = []
         self.keep_log = False
+        self.hooks: List[Callable[[str, Dict[str, Any]], None]] = []  # after_request
         # a web server in front of Moodle asking for HTTP basic auth (Apache/nginx auth_basic): 401 without it
         self.basic_auth: Optional[Tuple[str, str]] = None
         self._lock = threading.Lock()
@@ -163,6 +164,14 @@ class MoodleEmulator:
         with self._lock:
             self.faults.append(fault)
         return fault
+
+    def after_request(self, callback: Callable[[str, Dict[str, Any]], None]) -> None:
+        """Call `callback(function, params)` once each web-service call has been answered: someone (a teacher, an
+        admin) acting on the school while the connector pages through it. The callback runs in the request's thread
+        under no emulator or school lock, so it may change `school` (which takes its own lock); the answer, already
+        computed, is written once it returns, so the caller's next request sees the change. `params` is the call's
+        parameters as PHP parsed them (`options` a list of {name, value})."""
+        self.hooks.append(callback)
 
     def revoke_token(self, token: str = DEMO_TOKEN) -> None:
         self.tokens.pop(token, None)
@@ -285,9 +294,12 @@ class MoodleEmulator:
                 caller = token_user(token.profile, emulator.school.service_users[token.profile])
                 caller.prohibited = frozenset(emulator.prohibited)
                 try:
-                    self._json(emulator.api.call(function, params, caller, CallSettings.from_request(flat, emulator.site)))
+                    answer = emulator.api.call(function, params, caller, CallSettings.from_request(flat, emulator.site))
                 except WSError as err:
-                    self._json(err.body(emulator.site))
+                    answer = err.body(emulator.site)
+                for hook in list(emulator.hooks):  # after Moodle answered, before the caller reads it (after_request)
+                    hook(function, params)
+                self._json(answer)
 
             def _token(self, flat: Dict[str, str]) -> None:
                 if emulator.maintenance:

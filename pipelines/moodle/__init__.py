@@ -63,6 +63,7 @@ def moodle_source(
     due_date_overrides: bool = False,
     http_auth: Any = None,
     request_stats: Any = None,
+    known_enrolments: Any = None,
 ) -> Sequence[DltResource]:
     """Load a Moodle site.
 
@@ -81,6 +82,8 @@ def moodle_source(
         http_auth: (user, password) of HTTP basic auth in front of Moodle; run_extract takes it out of a
             base_url written https://user:password@host, so the address dlt traces carries no password.
         request_stats: a RequestStats to count requests into (the CLI prints it).
+        known_enrolments: {course id: {user id: is_active}} as the warehouse's last run loaded them (run_extract
+            reads them): a member missing, or no longer active, in a course's read is read once more to confirm it.
     """
     config = MoodleSettings.build(
         base_url, token=token, username=username, password=password, course_ids=course_ids,
@@ -96,7 +99,8 @@ def moodle_source(
     def snap(resource: str) -> MoodleSnapshot:
         """The run's shared snapshot, created on first use so it reads the pipeline's state."""
         if "s" not in holder:
-            holder["s"] = MoodleSnapshot(client, config, dlt.current.source_state())
+            known = known_enrolments if isinstance(known_enrolments, dict) else None
+            holder["s"] = MoodleSnapshot(client, config, dlt.current.source_state(), known_enrolments=known)
         holder["s"].require(resource)
         return holder["s"]
 

@@ -18,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import settings
 from .client import MoodleClient
@@ -117,10 +117,17 @@ def previous_marks(state: Dict[str, Any], full_refresh: bool) -> Dict[int, Water
 
 
 class MoodleSnapshot:
-    def __init__(self, client: MoodleClient, config: MoodleSettings, state: Dict[str, Any]) -> None:
+    def __init__(self, client: MoodleClient, config: MoodleSettings, state: Dict[str, Any],
+                 known_enrolments: Optional[Mapping[int, Mapping[int, bool]]] = None) -> None:
+        """`known_enrolments`: course id -> {user id: is_active} as the last loaded run read them (see
+        `_course_enrolments`); it applies with full_refresh too, being about who is enrolled, not what changed."""
         self.client = client
         self.config = config
         self.state = state
+        self.known = {int(c): {int(u): bool(a) for u, a in users.items()}
+                      for c, users in (known_enrolments or {}).items()}
+        self._reread: Set[int] = set()  # courses read twice to confirm a departure (filled from fan_out threads)
+        self._reread_lock = threading.Lock()
         self.extracted_at = datetime.now(timezone.utc)
         self.horizon = int(self.extracted_at.timestamp()) + settings.CLOCK_SKEW_SECONDS
         self.previous = previous_marks(state, config.full_refresh)
@@ -232,17 +239,37 @@ class MoodleSnapshot:
                 except Exception as exc:
                     self._enrolments_refused = exc
                     raise
+                if self._reread:
+                    log.info("Read the enrolments of %d of %d courses twice: members of the last run were missing or "
+                             "suspended in the first read (courses %s).", len(self._reread), len(read),
+                             _ids(sorted(self._reread)))
                 self._enrolments = read
                 self._store_watermarks()
             return self._enrolments
 
     def _course_enrolments(self, course: dict) -> List[Enrolment]:
+        """A course's enrolments; a departure or a suspension counts only once a second read confirms it.
+
+        Moodle pages get_enrolled_users in SQL, ordered by user id, with limitfrom/limitnumber (enrol/externallib.php
+        get_enrolled_users): a user unenrolled (or, in the onlyactive list, suspended) from a page already read
+        moves everyone after them one place up, so the first user of the next page is never read. Their absence
+        would read as an unenrolment (int_moodle__enrolments: missing from the course's latest read) and close
+        their case, or as a suspension; the enrolment count cannot tell, having dropped by one too. So a course
+        where someone enrolled at the last run is missing, or someone active then reads inactive, is read once
+        more, and the two reads merged: every user of either (the second read's row where both have them), active
+        if either active list has them. Who is missing from both has left; a departure that raced the first read
+        is confirmed by the next run. Only those courses cost a second read.
+        """
         course_id = course["id"]
-        users = self._paged_users(course_id, settings.ENROLMENT_USERFIELDS, onlyactive=None)
-        active = {u["id"] for u in self._paged_users(course_id, settings.ACTIVE_USERFIELDS, onlyactive=1)}
+        users, active = self._read_course(course_id)
+        if self._loses_someone(course_id, users, active):
+            again, again_active = self._read_course(course_id)
+            users, active = {**users, **again}, active | again_active
+            with self._reread_lock:
+                self._reread.add(course_id)
         student_roles = set(self.config.student_roles)
         rows = []
-        for user in users:
+        for _, user in sorted(users.items()):
             roles = sorted(user.get("roles") or [], key=lambda r: (r.get("sortorder", 0), r.get("roleid", 0)))
             shortnames = tuple(r.get("shortname", "") for r in roles)
             rows.append(Enrolment(
@@ -251,12 +278,23 @@ class MoodleSnapshot:
                 role_shortnames=shortnames,
                 role_ids=tuple(int(r.get("roleid", 0)) for r in roles),
                 is_student=bool(student_roles.intersection(shortnames)),
-                is_active=user["id"] in active,
+                is_active=int(user["id"]) in active,
                 lastaccess=_time(user.get("lastaccess")),
                 lastcourseaccess=_time(user.get("lastcourseaccess")),
                 group_ids=tuple(sorted(int(g["id"]) for g in user.get("groups") or [])),
             ))
         return rows
+
+    def _read_course(self, course_id: int) -> Tuple[Dict[int, dict], Set[int]]:
+        """One read of a course: its users by id (a user a shifted page repeats counts once), and the active ids."""
+        users = {int(u["id"]): u for u in self._paged_users(course_id, settings.ENROLMENT_USERFIELDS, onlyactive=None)}
+        active = {int(u["id"]) for u in self._paged_users(course_id, settings.ACTIVE_USERFIELDS, onlyactive=1)}
+        return users, active
+
+    def _loses_someone(self, course_id: int, users: Mapping[int, dict], active: Set[int]) -> bool:
+        """Whether a member of the course at the last loaded run is missing from this read, or was active and is not."""
+        return any(uid not in users or (was_active and uid not in active)
+                   for uid, was_active in self.known.get(course_id, {}).items())
 
     def _paged_users(self, course_id: int, userfields: str, onlyactive: Optional[int]) -> List[dict]:
         """Pages until an empty one: Moodle pages in SQL, then drops in PHP the users the caller may not see, so a
@@ -281,7 +319,8 @@ class MoodleSnapshot:
         self._check_empty_courses([cid for cid, rows in by_course.items() if not rows])
         counts = self._enrolment_counts(by_course)
         short = {cid: n for cid, n in counts.items() if n > len(by_course[cid])}
-        for cid in list(short):  # someone may have enrolled while the run read the lists: read those once more
+        # someone may have enrolled while the run read the lists: read those once more (departures confirmed as ever)
+        for cid in list(short):
             by_course[cid] = self._course_enrolments(self.course(cid))
             if len(by_course[cid]) >= short[cid]:
                 del short[cid]
