@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
 
-from pipelines.moodle.errors import MoodleError
-
-from .warehouse import WarehouseBusy, connect
 from pipelines.moodle_pipeline import run_extract
+
+from .failures import ExitCode, classify, disk_full_message
+from .warehouse import connect
 
 DUCKDB_OPTION = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb).")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -26,21 +30,49 @@ def _progress(status):  # type: ignore[no-untyped-def]
     return update
 
 
+@contextmanager
+def failing_as(title: str, where: str = "the warehouse") -> Iterator[None]:
+    """Every error a user can cause or meet ends here as one line and a documented exit code (failures.py);
+    only a bug shows a traceback. Ctrl-C leaves at once: worker threads still waiting on Moodle or CommCare
+    are not waited for, since nothing they could still do is kept (see the README's failure modes)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt and dlt's signal exception included
+        found = classify(exc)
+        if found is None:
+            raise
+        code, cause = found
+        if code == ExitCode.INTERRUPTED:
+            err.print(f"[bold yellow]{title}: interrupted.[/] Nothing half-done is kept: the next run carries on.")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        message = disk_full_message(cause, where) if code == ExitCode.DISK_FULL else str(cause)
+        err.print(f"[bold red]{title}:[/] {message}", soft_wrap=True)
+        raise typer.Exit(code)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-untyped-def]
     from .report import print_extract
 
-    try:
+    with failing_as("Moodle extract failed"):
         with console.status("Extracting from Moodle…") as status:
             report = run_extract(duckdb, on_progress=_progress(status), **options)
-    except (MoodleError, WarehouseBusy) as exc:
-        err.print(f"[bold red]Moodle extract failed:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(1)
     print_extract(console, report)
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log warnings and retries.")) -> None:
     """Keep CommCare case records in step with Moodle."""
+    if not verbose:  # dlt logs a failing load job's traceback; the one line this command ends with says it all
+        os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
+    signal.signal(signal.SIGTERM, _stop)  # a scheduler's stop ends a run as Ctrl-C does (failing_as)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -60,14 +92,11 @@ def extract(
 def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: bool = False,
                accept_site_move: bool = False) -> None:
     from .report import print_cases
-    from .transform import TransformError, case_summary, run_transform
+    from .transform import case_summary, run_transform
 
-    try:
+    with failing_as("Transform failed"):
         report = run_transform(duckdb, dbt_vars=dbt_vars, quiet=quiet, accept_site_move=accept_site_move)
-    except (TransformError, WarehouseBusy) as exc:
-        err.print(f"[bold red]Transform failed:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(1)
-    print_cases(console, report, case_summary(duckdb))
+        print_cases(console, report, case_summary(duckdb))
 
 
 @app.command()
@@ -83,29 +112,26 @@ def transform(
         name, sep, value = item.partition("=")
         if not sep:
             err.print(f"[bold red]--var {item!r}:[/] write it as NAME=VALUE")
-            raise typer.Exit(2)
+            raise typer.Exit(ExitCode.SETTINGS)
         dbt_vars[name.strip()] = value
     _transform(duckdb, dbt_vars, accept_site_move=accept_site_move)
 
 
 def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
             **settings) -> None:  # type: ignore[no-untyped-def]
-    from exports.commcare import CommCareError, CommCareSettings, run_export
+    from exports.commcare import CommCareSettings, run_export
     from pipelines.moodle_pipeline import duckdb_path
 
     from .report import print_export
 
-    try:
+    with failing_as("CommCare export failed", where="the warehouse or the workbook folder"):
         config = CommCareSettings.from_dlt(**settings)
         with console.status("Exporting to CommCare…") as status:
             report = run_export(duckdb_path(duckdb), config, upload=upload, dry_run=dry_run, full=full,
                                 allow_mass_change=allow_mass_change, on_progress=lambda msg: status.update(msg))
-    except (CommCareError, WarehouseBusy) as exc:
-        err.print(f"[bold red]CommCare export failed:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(1)
     print_export(console, report)
     if any(t.failed for t in report.types):
-        raise typer.Exit(3)
+        raise typer.Exit(ExitCode.ROWS_REJECTED)
 
 
 @app.command()
@@ -133,12 +159,15 @@ def status(
     from . import runlog
     from .report import print_status
 
+    from .runlock import holder
+
     path = duckdb_path(duckdb)
-    try:
+    running = holder(path)
+    if running is not None:
+        console.print(f"Running now: {running.get('stage', 'a run')} (process {running.get('pid')} on "
+                      f"{running.get('host')}, since {running.get('started_at')}).")
+    with failing_as("Status unavailable"):
         runs = runlog.latest(path)
-    except WarehouseBusy as exc:
-        err.print(f"[bold red]Status unavailable:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(1)
     if not runs:
         console.print(f"Nothing has run against {path} yet: start with `moodle-commcare extract`.")
         return
@@ -160,9 +189,15 @@ def demo(
     from emulators.commcare import CommCareEmulator
 
     spec = SchoolSpec(students=students, courses=courses, now=int(time.time()))
-    from . import demo as demo_settings
+    from pipelines.moodle_pipeline import duckdb_path
 
-    with MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=demo_settings.OWNERS) as hq:
+    from . import demo as demo_settings
+    from .runlock import run_lock
+
+    held = ExitStack()
+    with failing_as("Demo failed"):  # one lock for the three stages: no other run slips in between them
+        held.enter_context(run_lock(duckdb_path(duckdb), "demo"))
+    with held, MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=demo_settings.OWNERS) as hq:
         console.rule("1. Extract: Moodle emulator → DuckDB")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
         _extract(duckdb, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
@@ -204,13 +239,13 @@ def emulator(
 
     if moodle_version not in VERSIONS:
         err.print(f"[bold red]--moodle-version {moodle_version!r}:[/] choose one of {', '.join(sorted(VERSIONS))}")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.SETTINGS)
     try:
         server = MoodleEmulator(spec=SchoolSpec(students=students, courses=courses), latency=latency, port=port,
                                 profile=profile, site=SiteConfig.recommended(version=moodle_version))
     except ValueError as exc:
         err.print(f"[bold red]--profile {profile!r}:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.SETTINGS)
     with server as moodle:
         console.print(f"Moodle {moodle_version} emulator at {moodle.base_url}, token of the {profile} profile: "
                       f"{moodle.token} (demo only)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -10,6 +11,8 @@ from typing import Any, Dict, List, Optional
 import duckdb
 
 from .warehouse import connect
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -30,6 +33,16 @@ def record(db: Path, stage: str, status: str, started_at: datetime, summary: Dic
     finally:
         if own:
             con.close()
+
+
+def record_failure(db: Path, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+                   con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
+    """Record a run that is failing: if the log cannot be written either (the disk that stopped the run is
+    full, or the file is held), say so in the log and let the error that stopped the run be the one shown."""
+    try:
+        record(db, stage, status, started_at, summary, con=con)
+    except (duckdb.Error, OSError) as exc:
+        log.warning("Could not record the failed %s in ops.run_log: %s", stage, str(exc).splitlines()[0])
 
 
 def latest(db: Path) -> List[Dict[str, Any]]:

@@ -62,6 +62,14 @@ def _release_duckdb() -> None:
 def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
                   select: Optional[str] = None, quiet: bool = True, accept_site_move: bool = False) -> TransformReport:
     """`dbt build`: seeds, models, unit and data tests. Raises TransformError listing what failed."""
+    from .runlock import run_lock
+
+    with run_lock(duckdb_path(db), "transform"):
+        return _run_transform(db, dbt_vars, select, quiet, accept_site_move)
+
+
+def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]], select: Optional[str], quiet: bool,
+                   accept_site_move: bool) -> TransformReport:
     from . import runlog, site_identity
 
     began = runlog.utcnow()
@@ -92,7 +100,7 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
             failures.append(f"{node.resource_type.value} {node.name}: {r.message}")
     summary = {kind: report.count(kind) for kind in ("model", "seed", "unit_test", "test")}
     if result.exception is not None or failures or not result.success:
-        runlog.record(report.duckdb, "transform", "failed", began, {**summary, "failures": failures[:20]})
+        runlog.record_failure(report.duckdb, "transform", "failed", began, {**summary, "failures": failures[:20]})
     if result.exception is not None:
         raise TransformError(f"dbt could not run: {result.exception}")
     if failures or not result.success:

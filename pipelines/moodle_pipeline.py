@@ -29,7 +29,7 @@ from dlt.common.pipeline import LoadInfo  # noqa: E402
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
-from moodle_commcare import runlog, warehouse  # noqa: E402
+from moodle_commcare import runlock, runlog, warehouse  # noqa: E402
 from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
 from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
@@ -112,9 +112,16 @@ def run_extract(
     on_progress: Optional[Any] = None,
     **source_options: Any,
 ) -> ExtractReport:
-    """Extract and load; raises the underlying MoodleError (not dlt's wrapper) when Moodle refuses."""
+    """Extract and load; raises the underlying MoodleError (not dlt's wrapper) when Moodle refuses, and
+    RunLocked when another run works on the same warehouse (it would share dlt's working folder)."""
     path = duckdb_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with runlock.run_lock(path, "extract"):
+        return _run_extract(path, pipelines_dir, on_progress, source_options)
+
+
+def _run_extract(path: Path, pipelines_dir: Optional[Path], on_progress: Optional[Any],
+                 source_options: Dict[str, Any]) -> ExtractReport:
     stats = RequestStats()
     pipeline = make_pipeline(path, pipelines_dir)
     started = time.monotonic()
@@ -230,7 +237,7 @@ def _finish_interrupted(path: Path, pipeline: dlt.Pipeline) -> int:
 
 def _log_failure(path: Path, began: Any, error: BaseException, stats: RequestStats) -> None:
     if path.exists():  # a first run that failed leaves no file behind
-        runlog.record(path, "extract", "failed", began, {"error": str(error), "requests": stats.total_requests})
+        runlog.record_failure(path, "extract", "failed", began, {"error": str(error), "requests": stats.total_requests})
 
 
 def run_warnings(pipeline: dlt.Pipeline) -> List[Dict[str, Any]]:

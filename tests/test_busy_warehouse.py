@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pytest
 
+from moodle_commcare.failures import ExitCode
 from moodle_commcare.warehouse import WarehouseBusy
 
 from .conftest import Warehouse
@@ -46,5 +47,5 @@ def test_every_command_on_a_held_file_says_so_in_one_line(warehouse: Warehouse, 
         run = subprocess.run([sys.executable, "-m", "moodle_commcare.cli", command, "--duckdb", str(warehouse.path)],
                              capture_output=True, text=True, timeout=120)
     out = run.stdout + run.stderr
-    assert run.returncode == 1 and "open in another program" in out, out[-2000:]
+    assert run.returncode == ExitCode.BUSY and "open in another program" in out, out[-2000:]
     assert "Traceback" not in out and "╭" not in out, "no stack trace"

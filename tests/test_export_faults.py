@@ -19,6 +19,7 @@ from emulators.commcare import CommCareEmulator, Job
 from exports.commcare import run_export
 from exports.commcare.errors import (CommCareAuthError, CommCareUnavailable, CommCareUploadRejected,
                                      CommCareUploadUncertain)
+from moodle_commcare.failures import ExitCode
 from moodle_commcare.transform import run_transform
 
 from .export_support import assert_store_matches_marts, mart, settings, spawn_export
@@ -215,7 +216,7 @@ def test_second_export_meanwhile_stops_with_a_clear_message(db: Path, hq: CommCa
     with duckdb.connect(str(db)):  # another process (an export, an analyst) holds the warehouse
         proc = spawn_export(db, hq, tmp_path)
         out = proc.communicate(timeout=120)[0].decode()
-    assert proc.returncode == 1 and "open in another program" in out, out[-2000:]
+    assert proc.returncode == ExitCode.BUSY and "open in another program" in out, out[-2000:]
     assert hq.requests["upload"] == 0
 
 

@@ -63,8 +63,8 @@ class Fault:
 
     kinds: http500, http502, http429, maintenance_html (503 + Retry-After), html200 (a login page),
     reset (connection closed without an answer), truncate (half the JSON), invalid_json, timeout (answers
-    after `seconds`), or an errorcode (e.g. "invalidrecord", "nopermissions", "ex_unabletolock") sent as
-    Moodle's exception body. `course_id` narrows it to calls about one course.
+    after `seconds`), null (a JSON null with HTTP 200), or an errorcode (e.g. "invalidrecord", "nopermissions",
+    "ex_unabletolock") sent as Moodle's exception body. `course_id` narrows it to calls about one course.
     """
 
     kind: str
@@ -365,6 +365,8 @@ class MoodleEmulator:
                     self.close_connection = True
                 elif kind == "invalid_json":
                     self._send(200, b"{\"courses\": [1, 2,, }")
+                elif kind == "null":  # never from Moodle itself (external_api::clean_returnvalue); from a proxy or patch
+                    self._send(200, b"null")
                 elif kind == "timeout":
                     time.sleep(fault.seconds)
                     return False

@@ -34,3 +34,7 @@ class CommCareUploadUncertain(CommCareError):
 
 class CommCareMassChange(CommCareError):
     """The export would close or update more of the open cases than the safety thresholds allow; nothing sent."""
+
+
+class CommCareNotReady(CommCareError):
+    """The warehouse has no case tables to export yet (no extract, or no transform since)."""

@@ -11,6 +11,7 @@ A crash anywhere leaves the journal saying which jobs may exist; the next run se
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,13 @@ from typing import Any, Callable, Dict, List, Optional
 import duckdb
 
 from moodle_commcare import runlog
+from moodle_commcare.runlock import run_lock
 from moodle_commcare.warehouse import connect
 
 from . import journal, ledger
 from .client import CommCareClient, JobResult
 from .config import CommCareSettings
-from .errors import (CommCareAuthError, CommCareError, CommCareJobFailed, CommCareMassChange, CommCareUnavailable,
+from .errors import (CommCareAuthError, CommCareJobFailed, CommCareMassChange, CommCareNotReady, CommCareUnavailable,
                      CommCareUploadRejected, CommCareUploadUncertain)
 from .xlsx import Truncation, write_workbook
 
@@ -75,21 +77,32 @@ MIN_CASES_FOR_THRESHOLDS = 50  # below this, a share says little: a school's fir
 def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dry_run: bool = False,
                full: bool = False, allow_mass_change: bool = False,
                on_progress: Optional[Say] = None) -> ExportReport:
+    """Settle earlier jobs, plan what changed, write the workbooks and (with upload) send them. Holds the
+    warehouse's run lock throughout: an extract or transform meanwhile would change the marts under the plan."""
+    with run_lock(db, "export"):
+        return _run_export(db, settings, upload=upload, dry_run=dry_run, full=full,
+                           allow_mass_change=allow_mass_change, on_progress=on_progress)
+
+
+def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: bool, full: bool,
+                allow_mass_change: bool, on_progress: Optional[Say]) -> ExportReport:
     started = runlog.utcnow()
     say = on_progress or (lambda _: None)
     client = CommCareClient(settings) if upload and not dry_run else None
     if not db.exists():
-        raise CommCareError(f"{db} does not exist: run `moodle-commcare extract` and `transform` first.")
+        raise CommCareNotReady(f"{db} does not exist: run `moodle-commcare extract` and `transform` first.")
     out_dir = None if dry_run else settings.out_dir / started.strftime("%Y%m%dT%H%M%SZ")
+    for scratch in settings.out_dir.glob("*/.writing-*"):  # a workbook an export killed mid-write left half done
+        shutil.rmtree(scratch, ignore_errors=True)
     report = ExportReport(uploaded=client is not None, dry_run=dry_run, out_dir=out_dir, types=[])
-    con = connect(db)  # the DuckDB file lock doubles as the export lock: a second export gets WarehouseBusy
+    con = connect(db)
     status = "failed"
     try:
         missing = [t.relation for t in ledger.CASE_TABLES if not con.execute(
             "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
             [t.relation]).fetchone()[0]]
         if missing:
-            raise CommCareError(f"{db} has no case tables ({', '.join(missing)}): run `moodle-commcare transform` "
+            raise CommCareNotReady(f"{db} has no case tables ({', '.join(missing)}): run `moodle-commcare transform` "
                                 "before exporting.")
         ledger.ensure_tables(con)
         journal.ensure_tables(con)
@@ -131,8 +144,17 @@ def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dr
         summary["uploaded"] = report.uploaded
         summary["settle"] = {"jobs": report.settle.jobs, "settled": report.settle.settled,
                              "still_open": report.settle.still_open, "seconds": round(report.settle.seconds, 2)}
+        if status == "failed":  # a scratch plan holds copies of profiles: not kept past the run (best effort:
+            for table in ledger.CASE_TABLES:  # on a full disk the next run replaces it)
+                try:
+                    ledger.drop_plan(con, table)
+                except duckdb.Error:
+                    pass
         if not dry_run:
-            runlog.record(db, "export", status, started, summary, con=con)
+            if status == "failed":
+                runlog.record_failure(db, "export", status, started, summary, con=con)
+            else:
+                runlog.record(db, "export", status, started, summary, con=con)
         con.close()
 
 

@@ -17,7 +17,9 @@ prefixed with an invisible word joiner so it stays a value.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
@@ -63,13 +65,26 @@ def write_workbook(path: Path, headers: Sequence[str], rows: Iterable[Sequence[o
     A value longer than its cell may hold (a name 255, anything else 32,767 characters) is cut on purpose
     and listed in `truncated`, so the run can say which case lost what; the first column is the case's id.
     """
-    limits = [NAME_LIMIT if h == "name" else CELL_LIMIT for h in headers]
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written in a private folder beside the file, then renamed: a full disk or a crash leaves no partial
+    # workbook under the real name, and none of xlsxwriter's temporary parts (copies of profiles) in /tmp,
+    # which it would leave behind when a write fails (workbook.py _store_workbook removes them one by one).
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".writing-") as scratch:
+        partial = Path(scratch) / path.name
+        count = _write(partial, scratch, headers, rows, truncated)
+        os.replace(partial, path)
+    return count
+
+
+def _write(path: Path, scratch: str, headers: Sequence[str], rows: Iterable[Sequence[object]],
+           truncated: Optional[List[Truncation]]) -> int:
+    limits = [NAME_LIMIT if h == "name" else CELL_LIMIT for h in headers]
     book = xlsxwriter.Workbook(str(path), {
         "constant_memory": False,  # shared strings: see above
         "strings_to_numbers": False,
         "strings_to_formulas": False,
         "strings_to_urls": False,
+        "tmpdir": scratch,
     })
     sheet = book.add_worksheet(SHEET_NAME)
     for col, header in enumerate(headers):

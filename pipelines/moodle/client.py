@@ -237,6 +237,7 @@ class MoodleClient:
         data = self._parse_json(response, function)
         if isinstance(data, dict) and "exception" in data:
             raise self._fail(self._api_error(function, data, needs))
+        self._check_shape(function, data)
         if isinstance(data, dict):
             for warning in data.get("warnings") or []:
                 logger.info(
@@ -247,26 +248,47 @@ class MoodleClient:
                 )
         return data
 
+    def _check_shape(self, function: str, data: Any) -> None:
+        """Refuse an answer that is not what the function returns (settings.RETURNS): a null read as an empty page
+        would end an enrolment list early, and every student after it would read as unenrolled."""
+        kind, list_keys = settings.RETURNS.get(function, (None, ()))
+        problem = None
+        if kind is not None and not isinstance(data, kind):
+            problem = f"{_json_kind(data)} where it returns {_json_kind(kind())}"
+        elif isinstance(data, dict):
+            bad = [k for k in list_keys if k in data and not isinstance(data[k], list)]
+            if bad:
+                problem = f"{_json_kind(data[bad[0]])} for {bad[0]!r}, which is always a list"
+        if problem:
+            raise self._fail(MoodleInvalidResponseError(
+                f"Moodle answered {function} with {problem}. Moodle itself never sends that (it checks every "
+                "answer against the function's description), so a proxy, a plugin or a patched function changed "
+                "it. Nothing was loaded: check what sits between the connector and Moodle, and the server's "
+                "error log."))
+
     def fan_out(self, items: Iterable[P], work: Callable[[P], R]) -> Iterator[Tuple[P, R]]:
         """Run `work(item)` for every item, at most `max_concurrency` at a time, yielding in input order.
 
-        Only a small window of futures is kept, so a 45,000-call fan-out holds a few responses at once.
+        Only a small window of futures is kept, so a 45,000-call fan-out holds a few responses at once. When
+        the caller stops early (an error, Ctrl-C), queued calls are dropped and calls in flight are not waited
+        for: a Moodle answering slowly must not hold up the stop.
         """
         width = self.config.max_concurrency
         window: Deque[Tuple[P, Future]] = deque()
-        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="moodle") as pool:
-            try:
-                for item in items:
-                    window.append((item, pool.submit(work, item)))
-                    if len(window) >= width * 2:
-                        done_item, future = window.popleft()
-                        yield done_item, future.result()
-                while window:
+        pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="moodle")
+        finished = False
+        try:
+            for item in items:
+                window.append((item, pool.submit(work, item)))
+                if len(window) >= width * 2:
                     done_item, future = window.popleft()
                     yield done_item, future.result()
-            finally:
-                for _, future in window:
-                    future.cancel()
+            while window:
+                done_item, future = window.popleft()
+                yield done_item, future.result()
+            finished = True
+        finally:
+            pool.shutdown(wait=finished, cancel_futures=True)
 
     # ---------------------------------------------------------------- HTTP
     def _post(self, url: str, function: str, body: Any, query: Optional[dict] = None) -> Response:
@@ -369,3 +391,8 @@ class MoodleClient:
         return MoodleAPIError(
             f"{said}. This is an error inside Moodle (a plugin or the server): check the site's error log; "
             "the run can be retried once it is fixed.", **kwargs)
+
+
+def _json_kind(value: Any) -> str:
+    return {type(None): "null", dict: "an object", list: "a list", str: "a string", bool: "true/false"}.get(
+        type(value), "a number")

@@ -94,3 +94,23 @@ RETRYABLE_ERRORCODES = frozenset({"ex_unabletolock"})
 # A time Moodle reports further ahead of this machine's clock than this is a typo or a broken clock (a
 # lastaccess in 2100): it never moves a watermark or cursor, or every later change would stay unseen.
 CLOCK_SKEW_SECONDS = 600
+
+# What each function answers at the top level, and the keys that hold its lists. A real Moodle checks every
+# answer against the function's description before sending it (lib/external/classes/external_api.php
+# clean_returnvalue: "Only arrays accepted" -> invalid_response_exception), so a null or a wrong type here
+# came from something in between (a proxy, a patched or plugin-overridden function): never data to load.
+RETURNS = {
+    FN_SITE_INFO: (dict, ("functions",)),
+    FN_CATEGORIES: (list, ()),
+    FN_COURSES: (dict, ("courses",)),
+    FN_ENROLLED_USERS: (list, ()),
+    FN_USERS_BY_FIELD: (list, ()),
+    FN_GRADE_ITEMS: (dict, ("usergrades",)),
+    FN_USERS_COURSES: (list, ()),
+    FN_ACTIVITIES_COMPLETION: (dict, ("statuses",)),
+    FN_COURSE_CONTENTS: (list, ()),
+    FN_ASSIGNMENTS: (dict, ("courses",)),
+    FN_SUBMISSIONS: (dict, ("assignments",)),
+    FN_USER_FLAGS: (dict, ("assignments",)),
+    FN_PARTICIPANT: (dict, ()),
+}
