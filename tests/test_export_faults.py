@@ -282,10 +282,10 @@ def test_a_typed_triple_dash_stays_a_value(db: Path, hq: CommCareEmulator, tmp_p
 
 def test_a_site_moved_to_a_new_address_keeps_its_cases(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
     """External ids embed a site key; derived from the address on each run, a move duplicated every case."""
-    from moodle_commcare.transform import TransformError
+    from moodle_commcare.transform import TransformError, run_dbt
 
     run_export(db, settings(hq, tmp_path), upload=True)
-    cases = len(hq.cases)
+    cases, ids = len(hq.cases), set(mart(db, "commcare_student_cases"))
     with duckdb.connect(str(db)) as con:  # the next extract reads the site at its new address
         con.execute("insert into moodle_raw.site_info by name select * replace ("
                     "'https://learn.demo-academy.example/moodle' as siteurl, extracted_at + interval 1 day as "
@@ -293,6 +293,8 @@ def test_a_site_moved_to_a_new_address_keeps_its_cases(db: Path, hq: CommCareEmu
     with pytest.raises(TransformError, match=r"changed from .* to https://learn.demo-academy.example/moodle.*"
                                              r"--accept-site-move"):
         run_transform(db, VARS)
+    assert run_dbt(["build"], db, VARS).success  # dbt run by hand checks nothing, but reads the pinned key
+    assert set(mart(db, "commcare_student_cases")) == ids
     with pytest.raises(TransformError, match="new key would give every student"):
         run_transform(db, {**VARS, "moodle_site_key": "learn-demo-academy-example-moodle"}, accept_site_move=True)
     run_transform(db, VARS, accept_site_move=True)
