@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -72,7 +73,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log warnin
     """Keep CommCare case records in step with Moodle."""
     if not verbose:  # dlt logs a failing load job's traceback; the one line this command ends with says it all
         os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
-    signal.signal(signal.SIGTERM, _stop)  # a scheduler's stop ends a run as Ctrl-C does (failing_as)
+    if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+        signal.signal(signal.SIGTERM, _stop)  # a scheduler's stop ends a run as Ctrl-C does (failing_as)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -158,7 +160,6 @@ def status(
 
     from . import runlog
     from .report import print_status
-
     from .runlock import holder
 
     path = duckdb_path(duckdb)

@@ -70,7 +70,7 @@ def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, 
 
 def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]], select: Optional[str], quiet: bool,
                    accept_site_move: bool) -> TransformReport:
-    from . import runlog, site_identity
+    from . import markers, runlog, site_identity
 
     began = runlog.utcnow()
     from pipelines.moodle_pipeline import load_state
@@ -88,7 +88,11 @@ def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]],
         if key is not None:
             dbt_vars = {**(dbt_vars or {}), "moodle_site_key": key}
     args = ["build"] + (["--select", select] if select else [])
+    if duckdb_path(db).exists():  # dbt rebuilds model by model: the export reads nothing until all passed
+        markers.set_marker(duckdb_path(db), markers.TRANSFORM_BUILD, "building")
     result = run_dbt(args, db, dbt_vars, quiet)
+    if isinstance(result.exception, KeyboardInterrupt):  # dbt hands Ctrl-C back as its result
+        raise result.exception
     report = TransformReport(duckdb=duckdb_path(db))
     failures = []
     for r in result.result or []:
@@ -100,6 +104,7 @@ def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]],
             failures.append(f"{node.resource_type.value} {node.name}: {r.message}")
     summary = {kind: report.count(kind) for kind in ("model", "seed", "unit_test", "test")}
     if result.exception is not None or failures or not result.success:
+        markers.set_marker(report.duckdb, markers.TRANSFORM_BUILD, "failed")
         runlog.record_failure(report.duckdb, "transform", "failed", began, {**summary, "failures": failures[:20]})
     if result.exception is not None:
         raise TransformError(f"dbt could not run: {result.exception}")
@@ -108,6 +113,7 @@ def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]],
     with connect(report.duckdb, read_only=True) as con:
         for table in ("commcare_student_cases", "commcare_enrolment_cases", "commcare_unowned_cases"):
             summary[table] = con.execute(f"select count(*) from commcare.{table}").fetchone()[0]
+    markers.set_marker(report.duckdb, markers.TRANSFORM_BUILD, "complete")
     runlog.record(report.duckdb, "transform", "ok", began, summary)
     return report
 

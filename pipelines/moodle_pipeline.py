@@ -29,7 +29,7 @@ from dlt.common.pipeline import LoadInfo  # noqa: E402
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
-from moodle_commcare import runlock, runlog, warehouse  # noqa: E402
+from moodle_commcare import markers, runlock, runlog, warehouse  # noqa: E402
 from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
 from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
@@ -165,35 +165,9 @@ def _run_extract(path: Path, pipelines_dir: Optional[Path], on_progress: Optiona
     return report
 
 
-LOAD_STATE = "ops.extract_load"
-
-
-def _set_load_state(path: Path, state: str) -> None:
-    """'loading' from the moment the load step starts until it has finished: dlt merges table by table,
-    deleting then inserting, so in between the raw tables do not belong to one run."""
-    con = warehouse.connect(path)
-    try:
-        con.execute("create schema if not exists ops")
-        con.execute(f"create table if not exists {LOAD_STATE} (state varchar not null, changed_at timestamp not null)")
-        con.execute(f"delete from {LOAD_STATE}")
-        con.execute(f"insert into {LOAD_STATE} values (?, cast(timezone('UTC', current_timestamp) as timestamp))",
-                    [state])
-    finally:
-        con.close()
-
-
 def load_state(path: Path) -> Optional[str]:
     """'loading' when the last extract stopped inside its load step (killed, out of memory, disk full)."""
-    if not path.exists():
-        return None
-    con = warehouse.connect(path, read_only=True)
-    try:
-        row = con.execute(f"select state from {LOAD_STATE}").fetchone()
-    except duckdb.CatalogException:
-        return None
-    finally:
-        con.close()
-    return str(row[0]) if row else None
+    return markers.read_marker(path, markers.EXTRACT_LOAD)
 
 
 def known_enrolments(path: Path) -> Dict[int, Dict[int, bool]]:
@@ -220,9 +194,11 @@ def known_enrolments(path: Path) -> Dict[int, Dict[int, bool]]:
 
 
 def _load(path: Path, pipeline: dlt.Pipeline) -> LoadInfo:
-    _set_load_state(path, "loading")
+    """'loading' from the moment the load step starts until it has finished: dlt merges table by table,
+    deleting then inserting, so in between the raw tables do not belong to one run."""
+    markers.set_marker(path, markers.EXTRACT_LOAD, "loading")
     info = pipeline.load()
-    _set_load_state(path, "complete")
+    markers.set_marker(path, markers.EXTRACT_LOAD, "complete")
     return info
 
 

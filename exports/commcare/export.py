@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import duckdb
 
-from moodle_commcare import runlog
+from moodle_commcare import markers, runlog
 from moodle_commcare.runlock import run_lock
 from moodle_commcare.warehouse import connect
 
@@ -102,8 +102,9 @@ def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: 
             "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
             [t.relation]).fetchone()[0]]
         if missing:
-            raise CommCareNotReady(f"{db} has no case tables ({', '.join(missing)}): run `moodle-commcare transform` "
-                                "before exporting.")
+            raise CommCareNotReady(f"{db} has no case tables ({', '.join(missing)}): run `moodle-commcare "
+                                   "transform` before exporting.")
+        _require_a_finished_transform(con)
         ledger.ensure_tables(con)
         journal.ensure_tables(con)
         if not dry_run:
@@ -156,6 +157,19 @@ def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: 
             else:
                 runlog.record(db, "export", status, started, summary, con=con)
         con.close()
+
+
+def _require_a_finished_transform(con: duckdb.DuckDBPyConnection) -> None:
+    """dbt rebuilds the case tables one by one and runs their tests after building them: after a transform that
+    was killed or failed, they may be half rebuilt or hold what the tests refused (duplicate cases, say)."""
+    state = markers.read_marker_on(con, markers.TRANSFORM_BUILD)
+    if state == "building":
+        raise CommCareNotReady("The last transform stopped before it finished (killed, out of memory, Ctrl-C): the "
+                               "case tables may be half rebuilt. Run `moodle-commcare transform` again, then export.")
+    if state == "failed":
+        raise CommCareNotReady("The last transform failed (see `moodle-commcare status`): the case tables may hold "
+                               "what its tests refused. Fix what it reported, run `moodle-commcare transform` again, "
+                               "then export.")
 
 
 def check_thresholds(con: duckdb.DuckDBPyConnection, settings: CommCareSettings, *, full: bool,
