@@ -9,7 +9,7 @@ import sys
 import threading
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Union
 
 import typer
 from rich.console import Console
@@ -32,7 +32,7 @@ def _progress(status):  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def failing_as(title: str, where: str = "the warehouse") -> Iterator[None]:
+def failing_as(title: str, where: Union[str, Callable[[], str]] = "the warehouse") -> Iterator[None]:
     """Every error a user can cause or meet ends here as one line and a documented exit code (failures.py);
     only a bug shows a traceback. Ctrl-C leaves at once: worker threads still waiting on Moodle or CommCare
     are not waited for, since nothing they could still do is kept (see the README's failure modes)."""
@@ -50,7 +50,10 @@ def failing_as(title: str, where: str = "the warehouse") -> Iterator[None]:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-        message = disk_full_message(cause, where) if code == ExitCode.DISK_FULL else str(cause)
+        if code == ExitCode.DISK_FULL:
+            message = disk_full_message(cause, where() if callable(where) else where)
+        else:
+            message = str(cause)
         err.print(f"[bold red]{title}:[/] {message}", soft_wrap=True)
         raise typer.Exit(code)
 
@@ -62,7 +65,9 @@ def _stop(signum: int, frame: object) -> None:
 def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-untyped-def]
     from .report import print_extract
 
-    with failing_as("Moodle extract failed"):
+    from pipelines.moodle_pipeline import duckdb_path
+
+    with failing_as("Moodle extract failed", where=f"the warehouse ({duckdb_path(duckdb).parent})"):
         with console.status("Extracting from Moodle…") as status:
             report = run_extract(duckdb, on_progress=_progress(status), **options)
     print_extract(console, report)
@@ -126,7 +131,13 @@ def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, all
 
     from .report import print_export
 
-    with failing_as("CommCare export failed", where="the warehouse or the workbook folder"):
+    config = None
+
+    def where() -> str:
+        folder = config.out_dir.resolve() if config is not None else "COMMCARE__OUT_DIR"
+        return f"the warehouse ({duckdb_path(duckdb).parent}) or the workbook folder ({folder})"
+
+    with failing_as("CommCare export failed", where=where):
         config = CommCareSettings.from_dlt(**settings)
         with console.status("Exporting to CommCare…") as status:
             report = run_export(duckdb_path(duckdb), config, upload=upload, dry_run=dry_run, full=full,

@@ -72,7 +72,8 @@ def test_disk_full_during_extract(warehouse: Warehouse, limit_kb: int, while_loa
 
     run = cli_on_a_full_disk(limit_kb * 1024, "extract", "--duckdb", str(warehouse.path),
                              env=moodle_env(warehouse.moodle))
-    one_line_failure(run, ExitCode.DISK_FULL, "The disk is full")
+    out = one_line_failure(run, ExitCode.DISK_FULL, "The disk is full")
+    assert f"Free space where the warehouse ({warehouse.path.parent}) lives" in " ".join(out.split())
     assert (load_state(warehouse.path) == "loading") == while_loading
     if while_loading:  # dlt merges table by table: the load marker keeps the half-loaded tables from the marts
         with pytest.raises(TransformError, match="stopped while loading"):
@@ -114,7 +115,8 @@ def test_disk_full_during_export(db: Path, hq: CommCareEmulator, tmp_path: Path,
                              text=True, timeout=300)
     else:  # DuckDB's log fills while the export plans (16 KB), or once the upload has gone (160 KB)
         run = cli_on_a_full_disk({"planning": 16, "after_upload": 160}[where] * 1024, *args, env=env)
-    one_line_failure(run, ExitCode.DISK_FULL, "The disk is full")
+    said = one_line_failure(run, ExitCode.DISK_FULL, "The disk is full")
+    assert f"or the workbook folder ({out}) lives" in " ".join(said.split())
 
     after = dict(ledger_rows(db))
     assert after["commcare_export.case_ledger"] == dict(ledger)["commcare_export.case_ledger"]

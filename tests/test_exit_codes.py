@@ -130,10 +130,12 @@ def test_a_second_run_while_one_is_going_on(warehouse: Warehouse, held_extract: 
     assert held_extract.poll() is None, "the first run goes on"
 
 
-def test_ctrl_c_in_the_fan_out_stops_at_once_and_keeps_nothing(warehouse: Warehouse,
-                                                              held_extract: subprocess.Popen) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_in_the_fan_out_stops_at_once_and_keeps_nothing(warehouse: Warehouse, held_extract: subprocess.Popen,
+                                                              stop: int) -> None:
+    """Ctrl-C, or the SIGTERM a scheduler sends at its timeout."""
     before = snapshot_of(warehouse)
-    held_extract.send_signal(signal.SIGINT)
+    held_extract.send_signal(stop)
     # Moodle still holds its answers (for up to the 600 s request timeout): only a prompt stop ends the process
     held_extract.wait(timeout=60)
     err = held_extract.stderr.read()  # type: ignore[union-attr]
