@@ -169,7 +169,7 @@ def status(
     """The last extract, transform and export, with their counts."""
     from pipelines.moodle_pipeline import duckdb_path
 
-    from . import runlog
+    from . import markers, runlog
     from .report import print_status
     from .runlock import holder
 
@@ -180,10 +180,18 @@ def status(
                       f"{running.get('host')}, since {running.get('started_at')}).")
     with failing_as("Status unavailable"):
         runs = runlog.latest(path)
+        fences = {stage: markers.read_marker(path, table) for stage, table in
+                  (("extract", markers.EXTRACT_LOAD), ("transform", markers.TRANSFORM_BUILD))}
     if not runs:
         console.print(f"Nothing has run against {path} yet: start with `moodle-commcare extract`.")
         return
     print_status(console, path, runs)
+    if running is None and fences["extract"] == "loading":
+        err.print("[bold yellow]The last extract stopped while loading:[/] transform waits until "
+                  "`moodle-commcare extract` has finished that load.")
+    if running is None and fences["transform"] in ("building", "failed"):
+        err.print(f"[bold yellow]The last transform {'failed' if fences['transform'] == 'failed' else 'stopped'}:[/] "
+                  "export waits until `moodle-commcare transform` has passed.")
 
 
 @app.command()

@@ -72,6 +72,9 @@ def test_a_transform_whose_tests_failed_is_not_exported(db: Path, hq: CommCareEm
     with pytest.raises(CommCareNotReady, match="last transform failed"):
         run_export(db, settings(hq, tmp_path), upload=True)
     assert cases_of(hq) == before
+    status = subprocess.run([sys.executable, "-m", "moodle_commcare.cli", "status", "--duckdb", str(db)],
+                            capture_output=True, text=True, timeout=120)
+    assert "The last transform failed: export waits" in " ".join(status.stderr.split()), status.stderr
 
     run_transform(db, VARS)  # fixed
     run_export(db, settings(hq, tmp_path), upload=True)
