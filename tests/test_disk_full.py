@@ -27,10 +27,10 @@ from moodle_commcare.failures import ExitCode
 from moodle_commcare.transform import TransformError, run_transform
 from pipelines.moodle_pipeline import load_state
 
+from .cli_support import moodle_env, one_line_failure, snapshot_of, without_dlt_log_level
 from .conftest import Warehouse
 from .export_support import assert_store_matches_marts, settings
 from .oracle import VARS
-from .test_exit_codes import moodle_env, one_line_failure, snapshot_of, without_dlt_log_level
 
 
 def file_size_limit(limit: int) -> Callable[[], None]:
