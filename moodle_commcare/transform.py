@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -12,7 +13,15 @@ from pipelines.moodle_pipeline import duckdb_path
 
 from .warehouse import connect
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+# Shipped as package data, so an installed moodle-commcare finds it as a checkout does.
+PROJECT_DIR = Path(str(files("dbt_project"))).resolve()
+
+
+def artifacts_dir(db: Optional[Path | str] = None) -> Path:
+    """Where dbt writes its target (manifest, run results, partial-parse cache) and logs for a warehouse: beside
+    the warehouse file, as dlt's working folder is, never inside the installed or checked-out project."""
+    path = duckdb_path(db)
+    return path.parent / ".dbt" / path.stem
 
 
 class TransformError(Exception):
@@ -37,7 +46,9 @@ def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional
     if not path.exists():
         raise TransformError(f"{path} does not exist: run `moodle-commcare extract` first (or set MOODLE_COMMCARE_DUCKDB).")
     os.environ["MOODLE_COMMCARE_DUCKDB"] = str(path)
-    full = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+    artifacts = artifacts_dir(path)
+    full = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
+            "--target-path", str(artifacts / "target"), "--log-path", str(artifacts / "logs")]
     if quiet:
         full.append("--quiet")
     if dbt_vars:

@@ -189,10 +189,10 @@ def test_cases_without_owner_are_reported_not_exported(tmp_path) -> None:  # typ
 def test_docs_generate_and_every_mart_column_is_described(built: Warehouse) -> None:
     result = run_dbt(["docs", "generate"], built.path, VARS)
     assert result.success
-    from moodle_commcare.transform import PROJECT_DIR
+    from moodle_commcare.transform import artifacts_dir
 
-    manifest = json.loads((PROJECT_DIR / "target" / "manifest.json").read_text())
-    catalog = json.loads((PROJECT_DIR / "target" / "catalog.json").read_text())
+    manifest = json.loads((artifacts_dir(built.path) / "target" / "manifest.json").read_text())
+    catalog = json.loads((artifacts_dir(built.path) / "target" / "catalog.json").read_text())
     for node_id, node in catalog["nodes"].items():
         if not node_id.startswith("model.moodle_commcare.commcare_"):
             continue
