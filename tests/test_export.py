@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,38 @@ def test_ledger_of_an_earlier_version_is_migrated(db: Path, hq: CommCareEmulator
     assert (report.types[0].planned.get("resend"), report.types[0].created) == (1, 0), "upserted, not duplicated"
     assert report.types[1].to_send == 0
     assert rejected in hq.by_external_id("student")
+    assert_store_matches_marts(hq, db)
+
+
+def test_hashes_of_an_older_duckdb_are_migrated_without_a_resend(db: Path, hq: CommCareEmulator,
+                                                                 tmp_path: Path) -> None:
+    """Ledgers before issue 12 held DuckDB hash() values, which a DuckDB upgrade may change (every case would
+    then go out again). The first export of this version rewrites them as md5 digests, re-sending nothing."""
+    from exports.commcare import ledger
+
+    run_export(db, settings(hq, tmp_path), upload=True)
+    with duckdb.connect(str(db)) as con:  # the ledger as the version before wrote it
+        for table in ledger.CASE_TABLES:
+            ledger.plan(con, table, 1000, scheme=ledger.LEGACY_SCHEME)
+            con.execute(f"update commcare_export.case_ledger as l set hashes = p._hashes from "
+                        f"{ledger.plan_table(table)} as p where l.case_type = '{table.case_type}' "
+                        "and l.external_id = p.external_id and l.hashes is not null")
+            ledger.drop_plan(con, table)
+        con.execute("drop table commcare_export.ledger_meta")
+        renamed = con.execute("update commcare.commcare_student_cases set name = name || ' (renamed)' where "
+                              "external_id = (select min(external_id) from commcare.commcare_student_cases where "
+                              "close is null) returning external_id").fetchone()[0]
+    uploads = hq.requests["upload"]
+    report = run_export(db, settings(hq, tmp_path), upload=True)
+    assert [t.to_send for t in report.types] == [1, 0] and report.types[0].updated == 1, "only the renamed case"
+    assert hq.requests["upload"] == uploads + 1
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("select value from commcare_export.ledger_meta").fetchone()[0] == ledger.HASH_SCHEME
+        digests = [v for (h,) in con.execute("select hashes from commcare_export.case_ledger where hashes is not "
+                                             "null").fetchall() for v in json.loads(h).values() if v]
+    assert digests and all(len(d) == 16 and int(d, 16) >= 0 for d in digests)
+    assert hq.by_external_id("student")[renamed].name.endswith("(renamed)")
+    assert run_export(db, settings(hq, tmp_path), upload=True).types[0].to_send == 0
     assert_store_matches_marts(hq, db)
 
 

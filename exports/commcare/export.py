@@ -111,6 +111,8 @@ def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: 
             journal.prune(con)
         if client is not None:
             report.settle = settle(con, client, settings, say)
+        if not dry_run:  # after settling: jobs of the version before still carry its digests
+            ledger.migrate_hashes(con, settings.chunk_rows)
         journal.withhold_unsettled(con)  # what settling left open stays so for this whole export
         report.refusal = check_thresholds(con, settings, full=full, allow=allow_mass_change)
         if report.refusal and not dry_run:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import duckdb
 
@@ -42,8 +42,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         create table if not exists {SCHEMA}.case_ledger (
             case_type varchar not null,
             external_id varchar not null,  -- the mart's id; CommCare's is this plus '-r<episode>' after a reopen
-            hashes json,                -- property -> 64-bit hash of the value CommCare accepted; NULL if never
-                                        -- accepted (a DuckDB upgrade that changes hash() resends all, once)
+            hashes json,                -- property -> digest of the text CommCare accepted (HASH_SCHEME);
+                                        -- NULL if never accepted
             closed boolean not null default false,  -- a close of the current episode's case was confirmed
             accepted_at timestamp,
             upload_id varchar,
@@ -58,6 +58,59 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""update {SCHEMA}.case_ledger
                     set in_commcare = case when hashes is not null then 'yes' else 'maybe' end, episode = 0
                     where in_commcare is null""")
+    # since issue 12: which digest the hashes are (a ledger without the row was written with DuckDB's hash())
+    con.execute(f"create table if not exists {META} (key varchar primary key, value varchar not null)")
+    con.execute(f"""insert into {META} select 'hash_scheme', case when exists (select 1 from {SCHEMA}.case_ledger
+                    where hashes is not null) then '{LEGACY_SCHEME}' else '{HASH_SCHEME}' end
+                    where not exists (select 1 from {META} where key = 'hash_scheme')""")
+
+
+# The digest of a property's text. md5's first 64 bits are the same in every DuckDB version; DuckDB's hash(),
+# used before, may change with a DuckDB upgrade, and every case would then read as changed and be re-sent.
+HASH_SCHEME = "md5-64"
+LEGACY_SCHEME = "duckdb-hash"
+META = f"{SCHEMA}.ledger_meta"
+
+
+def hash_scheme(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(f"select value from {META} where key = 'hash_scheme'").fetchone()
+    return str(row[0]) if row else HASH_SCHEME
+
+
+def _digest(expr: str, scheme: str) -> str:
+    if scheme == LEGACY_SCHEME:
+        return f"cast(hash({expr}) as varchar)"
+    return f"substr(md5({expr}), 1, 16)"
+
+
+def migrate_hashes(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> int:
+    """Rewrite a ledger of DuckDB hash() values as md5 digests, once, without re-sending anything: a case whose
+    values still match what CommCare accepted gets the new digests of those values; any other keeps its old
+    ones, which match nothing, so it goes out as it would have anyway. Must run with the DuckDB that wrote the
+    old values (this version's first export does). Returns how many cases were rewritten."""
+    if hash_scheme(con) == HASH_SCHEME:
+        return 0
+    rewritten = 0
+    con.execute("begin transaction")
+    try:
+        for table in CASE_TABLES:
+            plan(con, table, chunk_rows, scheme=LEGACY_SCHEME)
+            con.execute(f"create or replace table {SCHEMA}._unchanged as select external_id from {plan_table(table)} "
+                        "where _action = 'unchanged'")
+            plan(con, table, chunk_rows, scheme=HASH_SCHEME)
+            rewritten += len(con.execute(f"""
+                update {SCHEMA}.case_ledger as l set hashes = p._hashes
+                from {plan_table(table)} as p join {SCHEMA}._unchanged as u using (external_id)
+                where l.case_type = '{table.case_type}' and l.external_id = p.external_id and l.hashes is not null
+                returning l.external_id""").fetchall())
+            drop_plan(con, table)
+        con.execute(f"drop table if exists {SCHEMA}._unchanged")
+        con.execute(f"update {META} set value = '{HASH_SCHEME}' where key = 'hash_scheme'")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return rewritten
 
 
 def sent_id(base: str, episode: str) -> str:
@@ -111,7 +164,8 @@ def export_columns(con: duckdb.DuckDBPyConnection, table: CaseTable) -> List[Tup
 UPSERT, CLOSE = "upsert", "close"  # the two kinds of upload: create_new_cases on, and update-only
 
 
-def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full: bool = False) -> List[str]:
+def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full: bool = False,
+         scheme: Optional[str] = None) -> List[str]:
     """Build the table _plan_<type>: every case with its text values, hashes and action.
 
     Actions, from what the ledger knows of the case in CommCare:
@@ -149,8 +203,11 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
     hashed = [n for n in names if n != "external_id"]
     # 64-bit hashes keep the ledger small; json_extract on the parsed ledger JSON reads each property once
 
+    scheme = scheme or hash_scheme(con)
+
     def digest(column: str) -> str:  # NULL stays NULL: an empty value matches a property never sent
-        return f'case when cur."{column}" is not null then cast(hash(cur."{column}") as varchar) end'
+        value = f'cur."{column}"'
+        return f"case when {value} is not null then {_digest(value, scheme)} end"
 
     hashes = "json_object(" + ", ".join(f"'{n}', {digest(n)}" for n in hashed) + ")"
     paths = "[" + ", ".join(f"'$.\"{n}\"'" for n in hashed) + "]"
