@@ -18,6 +18,7 @@ from pipelines.moodle_pipeline import run_extract
 
 from .failures import ExitCode, classify, disk_full_message
 from .warehouse import connect
+from .warehouse import resolve as duckdb_path
 
 DUCKDB_OPTION = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb).")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -64,8 +65,6 @@ def _stop(signum: int, frame: object) -> None:
 
 def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-untyped-def]
     from .report import print_extract
-
-    from pipelines.moodle_pipeline import duckdb_path
 
     with failing_as("Moodle extract failed", where=f"the warehouse ({duckdb_path(duckdb).parent})"):
         with console.status("Extracting from Moodle…") as status:
@@ -127,8 +126,6 @@ def transform(
 def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
             **settings) -> None:  # type: ignore[no-untyped-def]
     from exports.commcare import CommCareSettings, run_export
-    from pipelines.moodle_pipeline import duckdb_path
-
     from .report import print_export
 
     config = None
@@ -167,8 +164,6 @@ def status(
     duckdb: Optional[Path] = DUCKDB_OPTION,
 ) -> None:
     """The last extract, transform and export, with their counts."""
-    from pipelines.moodle_pipeline import duckdb_path
-
     from . import markers, runlog
     from .report import print_status
     from .runlock import holder
@@ -209,8 +204,6 @@ def demo(
     from emulators.commcare import CommCareEmulator
 
     spec = SchoolSpec(students=students, courses=courses, now=int(time.time()))
-    from pipelines.moodle_pipeline import duckdb_path
-
     from . import demo as demo_settings
     from .runlock import run_lock
 
@@ -232,8 +225,6 @@ def demo(
 
 def _forget_commcare(duckdb: Optional[Path]) -> None:
     from exports.commcare.ledger import SCHEMA
-    from pipelines.moodle_pipeline import duckdb_path
-
     path = duckdb_path(duckdb)
     if path.exists():
         con = connect(path)

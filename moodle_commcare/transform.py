@@ -9,9 +9,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pipelines.moodle_pipeline import duckdb_path
-
 from .warehouse import connect
+from .warehouse import resolve as duckdb_path
 
 # Shipped as package data, so an installed moodle-commcare finds it as a checkout does.
 PROJECT_DIR = Path(str(files("dbt_project"))).resolve()
@@ -84,9 +83,7 @@ def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]],
     from . import markers, runlog, site_identity
 
     began = runlog.utcnow()
-    from pipelines.moodle_pipeline import load_state
-
-    if load_state(duckdb_path(db)) == "loading":
+    if markers.read_marker(duckdb_path(db), markers.EXTRACT_LOAD) == "loading":
         raise TransformError(
             "The last extract stopped while loading (killed, out of memory or disk full): the raw tables may hold "
             "part of one run and part of another, which would read as students leaving. Run `moodle-commcare "

@@ -1,9 +1,11 @@
-"""Opening the DuckDB warehouse the same way everywhere: bounded memory, and a clear word when it is busy."""
+"""The warehouse at the bottom of every stage: where its file is, and opening it the same way everywhere
+(bounded memory, a clear word when it is busy). Imports nothing of this project."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import duckdb
 
@@ -19,6 +21,14 @@ def busy(what: object) -> WarehouseBusy:
     return WarehouseBusy(
         f"{what} is open in another program (another moodle-commcare run, or an analyst's DuckDB session "
         "holding it for writing). Close it or wait for the run to end, then try again.")
+
+
+DEFAULT_FILE = "moodle.duckdb"
+
+
+def resolve(path: Optional[Path | str] = None) -> Path:
+    """The warehouse file: the argument, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
+    return Path(path or os.environ.get("MOODLE_COMMCARE_DUCKDB") or DEFAULT_FILE).resolve()
 
 
 def memory_limit() -> str:

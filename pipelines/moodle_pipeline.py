@@ -35,15 +35,12 @@ from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
 
 log = logging.getLogger(__name__)
-DEFAULT_DUCKDB = "moodle.duckdb"
 
 DATASET = "moodle_raw"
 PIPELINE_NAME = "moodle"
 
 
-def duckdb_path(path: Optional[Path | str] = None) -> Path:
-    """The warehouse file: the argument, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
-    return Path(path or os.environ.get("MOODLE_COMMCARE_DUCKDB") or DEFAULT_DUCKDB).resolve()
+duckdb_path = warehouse.resolve  # the warehouse file (kept under this name for callers of the pipeline)
 
 
 @dataclass
@@ -257,7 +254,7 @@ def _ticker(stats: RequestStats, on_progress: Optional[Any]) -> Iterator[None]:
         thread.join()
 
 
-if __name__ == "__main__":
-    from moodle_commcare.cli import app
-
-    app(["extract"])
+if __name__ == "__main__":  # a bare run for schedulers without the CLI: settings from .dlt and the environment
+    done = run_extract()
+    print(f"Loaded {sum(done.rows_loaded.values()):,} rows into {done.duckdb} with "
+          f"{done.stats.total_requests:,} Moodle requests in {done.seconds:.1f}s.")
