@@ -294,7 +294,8 @@ def targets(r: Dict[str, Any]) -> List[Dict[str, Any]]:
          "met": sum(s["seconds"] for s in nochange.values()) < 0.1 * sum(s["seconds"] for s in full.values()),
          "why": "dbt build is a fixed cost (start-up, 31 models, 89 tests: seconds, whatever changed) that "
                 "dominates a small school's short run."},
-        {"target": "no-change run exports 0 rows", "value": str(nochange["upload"]["rows"]), "met": nochange["upload"]["rows"] == 0},
+        {"target": "no-change run exports 0 rows", "value": str(nochange["upload"]["rows"]),
+         "met": nochange["upload"]["rows"] == 0},
         *({"target": f"next day ({f}): cases re-sent = cases whose engagement changed",
            "value": f"{r[f'next_day_{f}']['resent_cases']} of {r[f'next_day_{f}']['expected_cases']}; settling the "
                     f"open job took {r[f'next_day_{f}']['export']['settle_seconds']:.2f} s",

@@ -56,7 +56,7 @@ def failing_as(title: str, where: Union[str, Callable[[], str]] = "the warehouse
         else:
             message = str(cause)
         err.print(f"[bold red]{title}:[/] {message}", soft_wrap=True)
-        raise typer.Exit(code)
+        raise typer.Exit(code) from None
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -108,7 +108,8 @@ def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: b
 @app.command()
 def transform(
     duckdb: Optional[Path] = DUCKDB_OPTION,
-    var: Optional[List[str]] = typer.Option(None, "--var", help="dbt var as NAME=VALUE, e.g. commcare_default_owner_id=abc123 (repeatable)."),
+    var: Optional[List[str]] = typer.Option(
+        None, "--var", help="dbt var as NAME=VALUE, e.g. commcare_default_owner_id=abc123 (repeatable)."),
     accept_site_move: bool = typer.Option(False, "--accept-site-move",
                                           help="The Moodle site moved to a new address: keep its site key (and cases)."),
 ) -> None:
@@ -126,6 +127,7 @@ def transform(
 def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
             **settings) -> None:  # type: ignore[no-untyped-def]
     from exports.commcare import CommCareSettings, run_export
+
     from .report import print_export
 
     config = None
@@ -198,10 +200,9 @@ def demo(
     """The whole job against the bundled emulators: extract a demo school, build the case tables, export them."""
     import time
 
-    from emulators.moodle import MoodleEmulator, SchoolSpec
-
     # the school's access times lie in the days before now, so engagement reads as it would today
     from emulators.commcare import CommCareEmulator
+    from emulators.moodle import MoodleEmulator, SchoolSpec
 
     spec = SchoolSpec(students=students, courses=courses, now=int(time.time()))
     from . import demo as demo_settings
@@ -256,7 +257,7 @@ def emulator(
                                 profile=profile, site=SiteConfig.recommended(version=moodle_version))
     except ValueError as exc:
         err.print(f"[bold red]--profile {profile!r}:[/] {exc}")
-        raise typer.Exit(ExitCode.SETTINGS)
+        raise typer.Exit(ExitCode.SETTINGS) from None
     with server as moodle:
         console.print(f"Moodle {moodle_version} emulator at {moodle.base_url}, token of the {profile} profile: "
                       f"{moodle.token} (demo only)")

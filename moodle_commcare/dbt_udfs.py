@@ -26,8 +26,8 @@ class Plugin(BasePlugin):
 
 def _e164_batch(phones: pa.Array, regions: pa.Array) -> pa.Array:
     """Vectorised over a DuckDB chunk: one Python call per 2,048 rows, not per row."""
-    return pa.array([to_e164(p, r) for p, r in zip(phones.to_pylist(), regions.to_pylist())], type=pa.string())
+    return pa.array([to_e164(p, r) for p, r in zip(phones.to_pylist(), regions.to_pylist(), strict=True)], type=pa.string())
 
 
 def _text_batch(texts: pa.Array, langs: pa.Array) -> pa.Array:
-    return pa.array([plain_text(t, lang) for t, lang in zip(texts.to_pylist(), langs.to_pylist())], type=pa.string())
+    return pa.array([plain_text(t, lang) for t, lang in zip(texts.to_pylist(), langs.to_pylist(), strict=True)], type=pa.string())

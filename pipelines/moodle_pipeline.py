@@ -25,6 +25,7 @@ os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
 
 import dlt  # noqa: E402
 import duckdb  # noqa: E402
+from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
 from dlt.common.pipeline import LoadInfo  # noqa: E402
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
@@ -32,7 +33,6 @@ from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 from moodle_commcare import markers, runlock, runlog, warehouse  # noqa: E402
 from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
 from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
-from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
 
 log = logging.getLogger(__name__)
 

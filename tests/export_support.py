@@ -14,7 +14,6 @@ import duckdb
 from emulators.commcare import CommCareEmulator
 from exports.commcare import CommCareSettings
 
-
 OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
 
 
@@ -30,7 +29,7 @@ def mart(db: Path, table: str) -> Dict[str, Dict[str, Any]]:
     with duckdb.connect(str(db)) as con:
         cur = con.execute(f"select * from commcare.{table}")
         names = [d[0] for d in cur.description]
-        return {r[1]: dict(zip(names, r)) for r in cur.fetchall()}
+        return {r[1]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
 
 
 def as_text(value: Any) -> str:

@@ -25,7 +25,7 @@ def cases(db: Any, table: str) -> Dict[str, Dict[str, Any]]:
     with duckdb.connect(str(db)) as con:
         cur = con.execute(f"select * from commcare.{table}")
         names = [d[0] for d in cur.description]
-        return {row[1]: dict(zip(names, row)) for row in cur.fetchall()}
+        return {row[1]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
 
 
 def ts(seconds: int) -> Optional[datetime]:

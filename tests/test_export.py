@@ -71,7 +71,8 @@ def test_dry_run_counts_and_touches_nothing(db: Path, hq: CommCareEmulator, tmp_
 def test_workbooks_are_text_only_with_valid_headers(db: Path, hq: CommCareEmulator, tmp_path: Path) -> None:
     with duckdb.connect(str(db)) as con:  # what people type: formulas, leading zeros, numbers
         con.execute("update commcare.commcare_student_cases set first_name = '=HYPERLINK(\"http://x\")', "
-                    "moodle_idnumber = '0042' where moodle_user_id = (select min(moodle_user_id) from commcare.commcare_student_cases)")
+                    "moodle_idnumber = '0042' where moodle_user_id = "
+                    "(select min(moodle_user_id) from commcare.commcare_student_cases)")
     report = run_export(db, settings(hq, tmp_path), upload=False)
     student_file = report.types[0].files[0]
     book = load_workbook(student_file, read_only=False)

@@ -17,8 +17,12 @@ import pytest
 
 from emulators.commcare import CommCareEmulator, Job
 from exports.commcare import run_export
-from exports.commcare.errors import (CommCareAuthError, CommCareUnavailable, CommCareUploadRejected,
-                                     CommCareUploadUncertain)
+from exports.commcare.errors import (
+    CommCareAuthError,
+    CommCareUnavailable,
+    CommCareUploadRejected,
+    CommCareUploadUncertain,
+)
 from moodle_commcare.failures import ExitCode
 from moodle_commcare.transform import run_transform
 

@@ -141,7 +141,8 @@ def test_course_outline_sections_and_modules(loaded: Warehouse) -> None:
     sections = set(loaded.rows("select id, course_id, section, name from course_sections"))
     assert sections == {(sid, cid, n, name) for cid, rows in s.sections.items() for sid, n, name in rows}
     modules = set(loaded.rows(
-        "select m.id, m.course_id, s.section, m.modname, m.name from course_modules m join course_sections s on s.id = m.section_id"))
+        "select m.id, m.course_id, s.section, m.modname, m.name from course_modules m "
+        "join course_sections s on s.id = m.section_id"))
     assert modules == {(m.cmid, cid, m.section, m.modname, m.name) for cid, ms in s.modules.items() for m in ms}
 
 

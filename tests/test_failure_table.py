@@ -43,8 +43,9 @@ DOCUMENTED_CODES = {str(int(c)) for c in ExitCode}
 
 def test_the_table_is_there_and_covers_the_issue() -> None:
     assert len(ROWS) >= 35, "one row per failure mode"
-    for words in ("Extract killed", "Transform killed", "paging", "moved", "future", "Text typed", "longer than", "Two runs", "Ctrl-C",
-                  "full (or a file-size limit, `ulimit -f`) during an extract", "Disk full during an export", "`null`", "Credentials", "telemetry"):
+    for words in ("Extract killed", "Transform killed", "paging", "moved", "future", "Text typed", "longer than",
+                  "Two runs", "Ctrl-C", "full (or a file-size limit, `ulimit -f`) during an extract",
+                  "Disk full during an export", "`null`", "Credentials", "telemetry"):
         assert any(words in what for what, _, _ in ROWS), words
 
 

@@ -17,7 +17,6 @@ from .oracle import DEFAULT_OWNER, SITE, VARS, engagement, late, missing, owner_
 from .oracle import cases as oracle_cases
 
 
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     with module_warehouse(tmp_path_factory, "marts") as wh:
@@ -113,7 +112,7 @@ def test_grade_summary_lists_items_for_offline_reading(built: Warehouse) -> None
             continue
         parts = rows[f"{SITE}-e-{cid}-{uid}"]["grade_summary"].split("; ")
         assert [p.rsplit(": ", 1)[0] for p in parts] == [plain(i.itemname) for i in items]
-        for part, item in zip(parts, items):
+        for part, item in zip(parts, items, strict=True):
             raw = s.grade(item, uid)[0]
             if s.courses[cid].showrange:
                 want = f"{'-' if raw is None else format(round(raw, 2), 'g')}/{format(item.grademax, 'g')}"

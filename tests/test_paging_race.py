@@ -59,7 +59,7 @@ def _enrolment(db: Path, hq: CommCareEmulator, cid: int, uid: int) -> Tuple[Dict
         cur = con.execute("select * from commcare.commcare_enrolment_cases where moodle_course_id = ? and "
                           "moodle_user_id = ?", [cid, uid])
         names = [d[0] for d in cur.description]
-        [row] = [dict(zip(names, r)) for r in cur.fetchall()]
+        [row] = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         [(enrolled, status)] = con.execute("select is_enrolled, enrolment_status from moodle_intermediate."
                                            "int_moodle__enrolments where course_id = ? and user_id = ?",
                                            [cid, uid]).fetchall()

@@ -141,7 +141,8 @@ def test_phone_parsing_never_raises_and_returns_e164_or_none(typed: str, region:
 
 # ------------------------------------------------------------------ names for phones (moodle_commcare/text.py)
 _langs = st.sampled_from(["en", "sw", "fr", "en_us", "sw_ke", "de"])
-_words = st.text(alphabet=st.characters(blacklist_characters="<>&\"", blacklist_categories=("Cs", "Cc", "Zs")), min_size=1, max_size=8)
+_words = st.text(alphabet=st.characters(blacklist_characters="<>&\"", blacklist_categories=("Cs", "Cc", "Zs")),
+                 min_size=1, max_size=8)
 
 
 @settings(max_examples=200, deadline=None)

@@ -19,8 +19,8 @@ import io
 import re
 import threading
 import time
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .store import Case, CaseStore, now_iso

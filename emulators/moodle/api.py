@@ -75,7 +75,8 @@ def _int(params: Dict[str, Any], name: str, default: Optional[int] = None) -> in
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise invalid_parameter(f"{name} => Invalid parameter value detected (Invalid external api parameter: the value is \"{value}\", the server was expecting \"int\" type)") from None
+        raise invalid_parameter(f"{name} => Invalid parameter value detected (Invalid external api parameter: the value "
+                                f"is \"{value}\", the server was expecting \"int\" type)") from None
 
 
 def _list(value: Any) -> List[Any]:
@@ -252,11 +253,13 @@ class MoodleAPI:
                 "enddate": c.enddate, "showactivitydates": True, "showcompletionconditions": True,
             }
             if self.caller.can("moodle/course:update", cid):
-                row.update(numsections=self.school.spec.sections, categorysortorder=10000, idnumber=c.idnumber, showgrades=1, newsitems=5, visible=c.visible,
+                row.update(numsections=self.school.spec.sections, categorysortorder=10000, idnumber=c.idnumber, showgrades=1,
+                           newsitems=5, visible=c.visible,
                            maxbytes=0, showreports=0, groupmode=c.groupmode, groupmodeforce=0, defaultgroupingid=0,
                            timecreated=c.timecreated, timemodified=c.timemodified, enablecompletion=c.enablecompletion,
                            completionnotify=0, lang=c.lang, forcetheme="", courseformatoptions=[])
-            if c.visible or self.caller.can("moodle/course:update", cid) or self.caller.can("moodle/course:viewhiddencourses", cid):
+            if (c.visible or self.caller.can("moodle/course:update", cid)
+                    or self.caller.can("moodle/course:viewhiddencourses", cid)):
                 out.append(row)
         return out
 
@@ -739,7 +742,8 @@ class MoodleAPI:
         user = s.users[userid]
         return {"id": userid, "fullname": user.fullname, "submitted": s.submitted_by(a, userid) is not None,
                 "requiregrading": False, "grantedextension": (a.id, userid) in s.extensions, "blindmarking": False,
-                "allowsubmissionsfromdate": a.allowsubmissionsfromdate, "duedate": s.override_due_date(a, userid), "cutoffdate": a.cutoffdate,
+                "allowsubmissionsfromdate": a.allowsubmissionsfromdate, "duedate": s.override_due_date(a, userid),
+                "cutoffdate": a.cutoffdate,
                 "duedatestr": "", **({"groupid": groups[0].id, "groupname": groups[0].name} if groups else {})}
 
 

@@ -89,7 +89,8 @@ class People:
         course with the groups rule ($CFG->forceloginforprofiles is on by default)."""
         if user_id == self.caller.user_id or self.is_course_contact(user_id):
             return True
-        return ((self.caller.can("moodle/user:viewdetails", course_id) or self.caller.can("moodle/user:viewalldetails", course_id))
+        return ((self.caller.can("moodle/user:viewdetails", course_id)
+                 or self.caller.can("moodle/user:viewalldetails", course_id))
                 and user_id in self.school.enrolments[course_id] and self.user_groups_visible(course_id, user_id))
 
     # ------------------------------------------------------------------ identity and hidden fields

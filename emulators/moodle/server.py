@@ -87,7 +87,8 @@ class Token:
 _ERRORCODE_EXCEPTIONS = {
     "invalidtoken": ("moodle_exception", "Invalid token - token not found"),
     "accessexception": ("webservice_access_exception", "Access control exception"),
-    "nopermissions": ("required_capability_exception", "Sorry, but you do not currently have permissions to do that (View all grades)."),
+    "nopermissions": ("required_capability_exception",
+                      "Sorry, but you do not currently have permissions to do that (View all grades)."),
     "invalidrecord": ("dml_missing_record_exception", "Can't find data record in database table course."),
     "invalidparameter": ("invalid_parameter_exception", "Invalid parameter value detected"),
     "ex_unabletolock": ("moodle_exception", "Unable to obtain lock"),
@@ -271,7 +272,8 @@ class MoodleEmulator:
                     if emulator.keep_log:
                         emulator.request_log.append({"function": function, "vars": len(pairs), "params": params,
                                                      "method": self.command, "query": url.query,
-                                                     "settings": {k: v for k, v in flat.items() if k.startswith("moodlewssetting")}})
+                                                     "settings": {k: v for k, v in flat.items()
+                                                                  if k.startswith("moodlewssetting")}})
                 if emulator.maintenance == "html":
                     return self._maintenance_page()
                 fault = emulator._take_fault(function, params)
@@ -279,7 +281,8 @@ class MoodleEmulator:
                     return
                 if flat.get("moodlewsrestformat", "xml") != "json":
                     return self._send(200, b'<?xml version="1.0" encoding="UTF-8" ?>\n<EXCEPTION class="moodle_exception">'
-                                      b"<ERRORCODE>jsononly</ERRORCODE><MESSAGE>This emulator speaks JSON only</MESSAGE></EXCEPTION>",
+                                      b"<ERRORCODE>jsononly</ERRORCODE>"
+                                      b"<MESSAGE>This emulator speaks JSON only</MESSAGE></EXCEPTION>",
                                       "application/xml")
                 token = emulator.tokens.get(flat.get("wstoken", ""))
                 if token is None:
@@ -318,7 +321,8 @@ class MoodleEmulator:
                     return self._json({"error": f"No permission to create web service token for the service {service}.",
                                        "errorcode": "cannotcreatetoken", "stacktrace": None, "debuginfo": None,
                                        "reproductionlink": None})
-                token = next((t for t, row in emulator.tokens.items() if row.service == service and row.profile == login[1]), None)
+                token = next((t for t, row in emulator.tokens.items()
+                              if row.service == service and row.profile == login[1]), None)
                 if token is None:
                     token = f"tok{len(emulator.tokens):04d}" + "f" * 28
                     emulator.tokens[token] = Token(login[1], service)

@@ -19,7 +19,7 @@ import requests
 from dlt.sources.helpers.requests import Client, Response
 
 from .config import CommCareSettings
-from .errors import (CommCareAuthError, CommCareUnavailable, CommCareUploadRejected, CommCareUploadUncertain)
+from .errors import CommCareAuthError, CommCareUnavailable, CommCareUploadRejected, CommCareUploadUncertain
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 LOOKUP_BATCH = 1000  # bulk-fetch takes up to 5000 ids (corehq/apps/hqcase/api/get_bulk.py)

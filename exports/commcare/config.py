@@ -78,7 +78,8 @@ class CommCareSettings:
         for name, env in (("project", "COMMCARE__PROJECT"), ("username", "COMMCARE__USERNAME"),
                           ("api_key", "COMMCARE__API_KEY")):
             if not str(getattr(self, name) or "").strip():
-                raise CommCareConfigError(f"{env} is not set: uploading to CommCare needs it (.dlt/secrets.toml [commcare] or the environment).")
+                raise CommCareConfigError(f"{env} is not set: uploading to CommCare needs it (.dlt/secrets.toml "
+                                          "[commcare] or the environment).")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CommCareConfigError(f"COMMCARE__BASE_URL={self.base_url!r} is not a web address, e.g. https://www.commcarehq.org")

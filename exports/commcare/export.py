@@ -26,8 +26,15 @@ from moodle_commcare.warehouse import connect
 from . import journal, ledger
 from .client import CommCareClient, JobResult
 from .config import CommCareSettings
-from .errors import (CommCareAuthError, CommCareJobFailed, CommCareMassChange, CommCareNotReady, CommCareUnavailable,
-                     CommCareUploadRejected, CommCareUploadUncertain)
+from .errors import (
+    CommCareAuthError,
+    CommCareJobFailed,
+    CommCareMassChange,
+    CommCareNotReady,
+    CommCareUnavailable,
+    CommCareUploadRejected,
+    CommCareUploadUncertain,
+)
 from .xlsx import Truncation, write_workbook
 
 Say = Callable[[str], None]
@@ -307,4 +314,4 @@ def _examples(con: duckdb.DuckDBPyConnection, table: ledger.CaseTable, columns: 
     cols = ", ".join(f'"{c}"' for c in shown)
     rows = con.execute(f"select _action, _sent_id, {cols} from {ledger.plan_table(table)} "
                        "where _seq is not null order by _mode desc, _seq limit 3").fetchall()
-    return [dict(zip(["action", "external_id", *shown], r)) for r in rows]
+    return [dict(zip(["action", "external_id", *shown], r, strict=True)) for r in rows]

@@ -145,7 +145,8 @@ def export_columns(con: duckdb.DuckDBPyConnection, table: CaseTable) -> List[Tup
     """(column, type) in file order: external_id, name, owner_id, parent columns, properties, close."""
     described = [(r[0], r[1]) for r in con.execute(f"describe {table.relation}").fetchall()]
     names = [n for n, _ in described]
-    for required in ("external_id", "name", "owner_id", "close") + (("parent_external_id", "parent_type") if table.parent else ()):
+    parent_columns = ("parent_external_id", "parent_type") if table.parent else ()
+    for required in ("external_id", "name", "owner_id", "close") + parent_columns:
         if required not in names:
             raise CommCareConfigError(f"{table.relation} has no column {required!r}: the bulk import needs it.")
     for name in names:

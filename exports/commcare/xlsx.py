@@ -9,7 +9,8 @@ and openpyxl turns that back, so such text arrives exactly; but openpyxl deletes
 (openpyxl/reader/strings.py `text.replace('x005F_', '')`). That un-escaping happens for shared strings
 only: xlsxwriter's constant-memory mode writes inline strings, which openpyxl returns still escaped, so
 workbooks use shared strings (one chunk of rows, at most chunk_rows, is held in memory). openpyxl keeps
-xlsxwriter's escapes of control characters literally (a Windows line break arrived as `_x000D_`). So before writing: line breaks become
+xlsxwriter's escapes of control characters literally (a Windows line break arrived as `_x000D_`). So before
+writing: line breaks become
 `\n`, other C0 controls and the non-characters U+FFFE/U+FFFF are dropped, `x005F_` is written `x005f_`
 (the one spelling openpyxl leaves alone), and a typed `---`, which the importer reads as "clear", is
 prefixed with an invisible word joiner so it stays a value.

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from urllib.parse import parse_qs, urlsplit
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from dlt.sources.helpers.requests import Client, Response
 from requests.adapters import HTTPAdapter
@@ -155,7 +155,8 @@ class MoodleClient:
         if not (cfg.username and cfg.password):
             raise MoodleLoginError("No Moodle token and no username/password to obtain one.")
         url = f"{cfg.base_url}/{settings.TOKEN_PATH}"
-        response = self._post(url, settings.TOKEN_PATH, {"username": cfg.username, "password": cfg.password, "service": cfg.service})
+        response = self._post(url, settings.TOKEN_PATH,
+                              {"username": cfg.username, "password": cfg.password, "service": cfg.service})
         data = self._parse_json(response, "login/token.php")
         if isinstance(data, dict) and data.get("token"):
             return str(data["token"])
@@ -194,8 +195,9 @@ class MoodleClient:
     def _renew_and_retry(self, function: str, params: Optional[Mapping[str, Any]], token: str, needs: Optional[str],
                          expired: bool, exception: str = "") -> Any:
         if not (self.config.username and self.config.password):
+            why = "it expired: Moodle deletes a token past its valid-until date" if expired else "unknown, expired or revoked"
             raise self._fail(MoodleInvalidTokenError(
-                f"Moodle refused {function}: it no longer accepts the token ({'it expired: Moodle deletes a token past its valid-until date' if expired else 'unknown, expired or revoked'}). "
+                f"Moodle refused {function}: it no longer accepts the token ({why}). "
                 "Issue a new one and set SOURCES__MOODLE__TOKEN (or configure USERNAME/PASSWORD so the connector can).",
                 function=function, errorcode="invalidtoken", exception=exception))
         with self._token_lock:  # token revoked or expired: log in again once

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 T = "text"
-I = "bigint"
+I = "bigint"  # noqa: E741 - one letter a type keeps the column table readable
 B = "bool"
 D = "double"
 J = "json"
