@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.moodle.config import MoodleSettings
@@ -110,3 +112,15 @@ def test_out_naming_a_file_and_export_before_transform_say_what_to_do(warehouse:
     warehouse.extract()
     with pytest.raises(CommCareError, match="run `moodle-commcare transform` before exporting"):
         run_export(warehouse.path, CommCareSettings(out_dir=tmp_path / "out"))
+
+
+def test_a_typo_in_the_commcare_config_file_is_never_taken_for_the_default_server(tmp_path: Path) -> None:
+    """Read as "unset", a broken [commcare] section sent the API key to https://www.commcarehq.org."""
+    from exports.commcare import CommCareSettings
+    from exports.commcare.errors import CommCareConfigError
+
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text('[commcare]\nbase_url = "https://india.commcarehq.org\n'
+                                                  'project = "school"\n')  # the closing quote forgotten
+    with pytest.raises(CommCareConfigError, match=r"\[commcare\] settings could not be read \(.*config.toml.*line 2"):
+        CommCareSettings.from_dlt()

@@ -44,8 +44,12 @@ class CommCareSettings:
         for name in cls.__dataclass_fields__:
             try:
                 value = dlt.config.get(f"commcare.{name}") if name != "api_key" else dlt.secrets.get("commcare.api_key")
-            except Exception:  # noqa: BLE001 - an unreadable value counts as unset
-                value = None
+            except Exception as exc:  # noqa: BLE001 - dlt's provider errors: a TOML typo, an unreadable file
+                # never taken as "unset": the defaults (https://www.commcarehq.org) would get the credentials
+                detail = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+                raise CommCareConfigError(
+                    f"The [commcare] settings could not be read ({detail}). Fix .dlt/config.toml, .dlt/secrets.toml "
+                    "or the COMMCARE__* environment variables; nothing was sent.") from None
             if value is not None:
                 values[name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
