@@ -109,7 +109,8 @@ def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: b
 def transform(
     duckdb: Optional[Path] = DUCKDB_OPTION,
     var: Optional[List[str]] = typer.Option(
-        None, "--var", help="dbt var as NAME=VALUE, e.g. commcare_default_owner_id=abc123 (repeatable)."),
+        None, "--var", help="dbt var as NAME=VALUE (VALUE in JSON for numbers and lists), e.g. commcare_default_owner_id=abc123 "
+             "(repeatable)."),
     accept_site_move: bool = typer.Option(False, "--accept-site-move",
                                           help="The Moodle site moved to a new address: keep its site key (and cases)."),
 ) -> None:
@@ -120,8 +121,19 @@ def transform(
         if not sep:
             err.print(f"[bold red]--var {item!r}:[/] write it as NAME=VALUE")
             raise typer.Exit(ExitCode.SETTINGS)
-        dbt_vars[name.strip()] = value
+        dbt_vars[name.strip()] = _var_value(value)
     _transform(duckdb, dbt_vars, accept_site_move=accept_site_move)
+
+
+def _var_value(text: str) -> object:
+    """A number, true/false, a list or an object when the text is one in JSON (`--var engagement_active_days=10`,
+    `--var 'commcare_owner_map=[{"scope": "course", ...}]'`); any other text as it is (a date, an owner id)."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
