@@ -9,10 +9,11 @@ import sys
 import threading
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipelines.moodle_pipeline import run_extract
 
@@ -55,7 +56,7 @@ def failing_as(title: str, where: Union[str, Callable[[], str]] = "the warehouse
             message = disk_full_message(cause, where() if callable(where) else where)
         else:
             message = str(cause)
-        err.print(f"[bold red]{title}:[/] {message}", soft_wrap=True)
+        err.print(f"[bold red]{title}:[/] {escape(message)}", soft_wrap=True)  # messages quote [commcare] etc.
         raise typer.Exit(code) from None
 
 
@@ -89,7 +90,7 @@ def extract(
     course_id: Optional[List[int]] = typer.Option(None, "--course-id", help="Limit to these courses (repeatable)."),
 ) -> None:
     """Load the configured Moodle site (.dlt/config.toml, .dlt/secrets.toml, SOURCES__MOODLE__*) into DuckDB."""
-    options = {"full_refresh": True} if full_refresh else {}
+    options: Dict[str, Any] = {"full_refresh": True} if full_refresh else {}
     if course_id:
         options["course_ids"] = course_id
     _extract(duckdb, **options)
@@ -119,7 +120,7 @@ def transform(
     for item in var or []:
         name, sep, value = item.partition("=")
         if not sep:
-            err.print(f"[bold red]--var {item!r}:[/] write it as NAME=VALUE")
+            err.print(f"[bold red]--var {escape(repr(item))}:[/] write it as NAME=VALUE")
             raise typer.Exit(ExitCode.SETTINGS)
         dbt_vars[name.strip()] = _var_value(value)
     _transform(duckdb, dbt_vars, accept_site_move=accept_site_move)
@@ -262,13 +263,13 @@ def emulator(
     from emulators.moodle.site import VERSIONS, SiteConfig
 
     if moodle_version not in VERSIONS:
-        err.print(f"[bold red]--moodle-version {moodle_version!r}:[/] choose one of {', '.join(sorted(VERSIONS))}")
+        err.print(f"[bold red]--moodle-version {escape(repr(moodle_version))}:[/] choose one of {', '.join(sorted(VERSIONS))}")
         raise typer.Exit(ExitCode.SETTINGS)
     try:
         server = MoodleEmulator(spec=SchoolSpec(students=students, courses=courses), latency=latency, port=port,
                                 profile=profile, site=SiteConfig.recommended(version=moodle_version))
     except ValueError as exc:
-        err.print(f"[bold red]--profile {profile!r}:[/] {exc}")
+        err.print(f"[bold red]--profile {escape(repr(profile))}:[/] {escape(str(exc))}")
         raise typer.Exit(ExitCode.SETTINGS) from None
     with server as moodle:
         console.print(f"Moodle {moodle_version} emulator at {moodle.base_url}, token of the {profile} profile: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 from dbt.adapters.duckdb.plugins import BasePlugin
 from duckdb import DuckDBPyConnection
+from duckdb.func import FunctionNullHandling, PythonUDFType
 from duckdb.sqltypes import VARCHAR
 
 from moodle_commcare.phones import to_e164
@@ -18,10 +19,9 @@ from moodle_commcare.text import plain_text
 
 class Plugin(BasePlugin):
     def configure_connection(self, conn: DuckDBPyConnection) -> None:
-        conn.create_function("e164", _e164_batch, [VARCHAR, VARCHAR], VARCHAR, type="arrow",
-                             null_handling="special", side_effects=False)
-        conn.create_function("moodle_text", _text_batch, [VARCHAR, VARCHAR], VARCHAR, type="arrow",
-                             null_handling="special", side_effects=False)
+        for name, batch in (("e164", _e164_batch), ("moodle_text", _text_batch)):
+            conn.create_function(name, batch, [VARCHAR, VARCHAR], VARCHAR, type=PythonUDFType.ARROW,
+                                 null_handling=FunctionNullHandling.SPECIAL, side_effects=False)
 
 
 def _e164_batch(phones: pa.Array, regions: pa.Array) -> pa.Array:

@@ -1,13 +1,15 @@
 """Settings of the bundled demo: which CommCare owners the demo school's cases go to."""
 
+from typing import Any, Dict, List, Set
+
 DEFAULT_OWNER = "demo-coaches"
-OWNER_MAP = [
+OWNER_MAP: List[Dict[str, Any]] = [
     # courses of category 1 and its sub-categories belong to a CommCare location...
     {"scope": "category", "moodle_id": 1, "owner_id": "demo-location-science"},
     # ...except course 2, mapped on its own: a course mapping wins over its category's
     {"scope": "course", "moodle_id": 2, "owner_id": "demo-group-biology"},
 ]
-OWNERS = {DEFAULT_OWNER, *(row["owner_id"] for row in OWNER_MAP)}
+OWNERS: Set[str] = {DEFAULT_OWNER, *(str(row["owner_id"]) for row in OWNER_MAP)}
 
 
 def dbt_vars(**extra: object) -> dict:

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 import duckdb
 
-from .warehouse import connect
+from .warehouse import connect, scalar
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def latest(db: Path) -> List[Dict[str, Any]]:
     if not db.exists():
         return []
     with connect(db, read_only=True) as con:
-        exists = con.execute("select count(*) from information_schema.tables "
-                             "where table_schema = 'ops' and table_name = 'run_log'").fetchone()[0]
+        exists = scalar(con, "select count(*) from information_schema.tables "
+                             "where table_schema = 'ops' and table_name = 'run_log'")
         if not exists:
             return []
         rows = con.execute("""

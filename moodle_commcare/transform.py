@@ -9,7 +9,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .warehouse import connect
+from .warehouse import connect, scalar
 from .warehouse import resolve as duckdb_path
 
 # Shipped as package data, so an installed moodle-commcare finds it as a checkout does.
@@ -120,7 +120,7 @@ def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]],
         raise TransformError("dbt build failed:\n  " + "\n  ".join(failures or ["see dbt's output above"]))
     with connect(report.duckdb, read_only=True) as con:
         for table in ("commcare_student_cases", "commcare_enrolment_cases", "commcare_unowned_cases"):
-            summary[table] = con.execute(f"select count(*) from commcare.{table}").fetchone()[0]
+            summary[table] = scalar(con, f"select count(*) from commcare.{table}")
     markers.set_marker(report.duckdb, markers.TRANSFORM_BUILD, "complete")
     runlog.record(report.duckdb, "transform", "ok", began, summary)
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import duckdb
 
@@ -29,6 +29,18 @@ DEFAULT_FILE = "moodle.duckdb"
 def resolve(path: Optional[Path | str] = None) -> Path:
     """The warehouse file: the argument, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
     return Path(path or os.environ.get("MOODLE_COMMCARE_DUCKDB") or DEFAULT_FILE).resolve()
+
+
+def one(con: duckdb.DuckDBPyConnection, sql: str, params: Optional[list] = None) -> tuple:
+    """The one row a query answers (a count, an aggregate); a query that answers none is a bug, said as one."""
+    row = con.execute(sql, params or []).fetchone()
+    if row is None:
+        raise LookupError(f"expected one row from: {' '.join(sql.split())[:120]}")
+    return row
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Optional[list] = None) -> Any:
+    return one(con, sql, params)[0]
 
 
 def memory_limit() -> str:

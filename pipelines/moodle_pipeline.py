@@ -64,7 +64,6 @@ def make_pipeline(db: Path, pipelines_dir: Optional[Path] = None) -> dlt.Pipelin
         destination=dlt.destinations.duckdb(credentials),
         dataset_name=DATASET,
         pipelines_dir=str(pipelines_dir or db.parent / ".dlt_pipelines" / db.stem),
-        progress=None,
     )
 
 
@@ -218,18 +217,19 @@ def run_warnings(pipeline: dlt.Pipeline) -> List[Dict[str, Any]]:
     with pipeline.sql_client() as sql:
         rows = sql.execute_sql(
             f'select code, what, fix, accepted from "{DATASET}".access_gaps where extracted_at = '
-            f'(select max(extracted_at) from "{DATASET}".site_info) order by code')
+            f'(select max(extracted_at) from "{DATASET}".site_info) order by code') or []
     return [{"code": c, "what": w, "fix": f, "accepted": a} for c, w, f, a in rows]
 
 
 def table_row_counts(pipeline: dlt.Pipeline) -> Dict[str, int]:
     counts: Dict[str, int] = {}
     with pipeline.sql_client() as sql:
-        for (table,) in sql.execute_sql(
+        tables = sql.execute_sql(
             "select table_name from information_schema.tables where table_schema = %s and table_name not like '_dlt%%' "
             "order by table_name", DATASET,
-        ):
-            counts[table] = sql.execute_sql(f'select count(*) from "{DATASET}"."{table}"')[0][0]
+        ) or []
+        for (table,) in tables:
+            counts[table] = (sql.execute_sql(f'select count(*) from "{DATASET}"."{table}"') or [[0]])[0][0]
     return counts
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from moodle_commcare.failures import ExitCode
 from pipelines.moodle.config import MoodleSettings
 from pipelines.moodle.errors import MoodleConfigError
 
@@ -115,12 +120,14 @@ def test_out_naming_a_file_and_export_before_transform_say_what_to_do(warehouse:
 
 
 def test_a_typo_in_the_commcare_config_file_is_never_taken_for_the_default_server(tmp_path: Path) -> None:
-    """Read as "unset", a broken [commcare] section sent the API key to https://www.commcarehq.org."""
-    from exports.commcare import CommCareSettings
-    from exports.commcare.errors import CommCareConfigError
-
+    """Read as "unset", a broken [commcare] section sent the API key to https://www.commcarehq.org. Run as a
+    scheduler would, in a fresh process: dlt reads .dlt/ once per process."""
     (tmp_path / ".dlt").mkdir()
     (tmp_path / ".dlt" / "config.toml").write_text('[commcare]\nbase_url = "https://india.commcarehq.org\n'
                                                   'project = "school"\n')  # the closing quote forgotten
-    with pytest.raises(CommCareConfigError, match=r"\[commcare\] settings could not be read \(.*config.toml.*line 2"):
-        CommCareSettings.from_dlt()
+    run = subprocess.run([sys.executable, "-m", "moodle_commcare.cli", "export", "--upload"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    said = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == ExitCode.SETTINGS, said
+    assert re.search(r"\[commcare\] settings could not be read \(.*config.toml.*line 2", said), said
+    assert "Traceback" not in said

@@ -73,7 +73,7 @@ class CommCareEmulator:
     # ------------------------------------------------------------------ lifecycle
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = str(self._server.server_address[0]), self._server.server_address[1]
         return f"http://{host}:{port}"
 
     def __enter__(self) -> "CommCareEmulator":
@@ -371,6 +371,7 @@ def _multipart(content_type: str, body: bytes) -> Dict[str, Any]:
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         filename = part.get_filename()
-        payload = part.get_payload(decode=True) or b""
-        fields[name] = (filename, payload) if filename is not None else payload.decode("utf-8")
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        fields[str(name)] = (filename, data) if filename is not None else data.decode("utf-8")
     return fields

@@ -633,7 +633,7 @@ class MoodleAPI:
                 if not self.caller.can("mod/assign:view", cid):
                     warnings.append(self._warning("module", a.cmid, "1", "No access rights in module context"))
                     continue
-                row = {
+                row: Dict[str, Any] = {
                     "id": a.id, "cmid": a.cmid, "course": cid, "name": self.fmt.string(a.name), "nosubmissions": 0,
                     "submissiondrafts": 0, "sendnotifications": 0, "sendlatenotifications": 0,
                     "sendstudentnotifications": 1, "duedate": a.duedate,
@@ -688,7 +688,7 @@ class MoodleAPI:
                     got = s.submission(a, uid)
                     if got and (s.enrolments[cid][uid].active or see_inactive):
                         candidates.append((uid, 0, got))
-            subs = []
+            subs: List[Dict[str, Any]] = []
             for uid, gid, (status, when) in candidates:
                 if when < since or (before and when > before):
                     continue

@@ -201,8 +201,8 @@ class People:
                 d["groups"] = [{"id": g.id, "name": self.fmt.string(g.name), "description": "", "descriptionformat": 1}
                                for g in groups]
         if "enrolledcourses" in wanted and "mycourses" not in hidden:
-            mine = [school.courses[c] for c in sorted(school.roles_of(user.id)) if c in school.courses]
-            if mine:  # the target's own active enrolments, not filtered by what the caller sees
+            own = [school.courses[c] for c in sorted(school.roles_of(user.id)) if c in school.courses]
+            if own:  # the target's own active enrolments, not filtered by what the caller sees
                 d["enrolledcourses"] = [{"id": c.id, "fullname": self.fmt.string(c.fullname),
-                                         "shortname": self.fmt.string(c.shortname)} for c in mine]
+                                         "shortname": self.fmt.string(c.shortname)} for c in own]
 

@@ -252,12 +252,12 @@ class School:
         """Mean percentage of the graded items it covers (all leaf items for the course total), on its range."""
         leaves = [i for i in self.grade_items[total.course_id] if i.itemtype in ("mod", "manual")]
         covered = [i for i in leaves if i.id in total.children] if total.itemtype == "category" else leaves
-        graded = [(self.grade(i, user_id), i) for i in covered]
-        graded = [(g, i) for g, i in graded if g[0] is not None]
+        graded = [(value, at, i) for i in covered for value, at in [self.grade(i, user_id)] if value is not None]
         if not graded:
             return None, None
-        share = sum((g[0] - i.grademin) / (i.grademax - i.grademin) for g, i in graded) / len(graded)
-        return round(total.grademin + share * (total.grademax - total.grademin), 5), max(g[1] for g, _ in graded)
+        share = sum((value - i.grademin) / (i.grademax - i.grademin) for value, _, i in graded) / len(graded)
+        graded_at = max((at for _, at, _ in graded if at is not None), default=None)
+        return round(total.grademin + share * (total.grademax - total.grademin), 5), graded_at
 
     def course_total(self, course_id: int, user_id: int) -> Tuple[Optional[float], Optional[int]]:
         item = next((i for i in self.grade_items[course_id] if i.itemtype == "course"), None)

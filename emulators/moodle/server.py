@@ -137,7 +137,7 @@ class MoodleEmulator:
     # ------------------------------------------------------------------ lifecycle
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = str(self._server.server_address[0]), self._server.server_address[1]
         return f"{self._scheme}://{host}:{port}"
 
     @property

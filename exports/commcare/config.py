@@ -42,6 +42,7 @@ class CommCareSettings:
 
         values: dict = {}
         for name in cls.__dataclass_fields__:
+            value: Any
             try:
                 value = dlt.config.get(f"commcare.{name}") if name != "api_key" else dlt.secrets.get("commcare.api_key")
             except Exception as exc:  # noqa: BLE001 - dlt's provider errors: a TOML typo, an unreadable file

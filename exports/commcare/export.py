@@ -21,7 +21,7 @@ import duckdb
 
 from moodle_commcare import markers, runlog
 from moodle_commcare.runlock import run_lock
-from moodle_commcare.warehouse import connect
+from moodle_commcare.warehouse import connect, scalar
 
 from . import journal, ledger
 from .client import CommCareClient, JobResult
@@ -105,9 +105,9 @@ def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: 
     con = connect(db)
     status = "failed"
     try:
-        missing = [t.relation for t in ledger.CASE_TABLES if not con.execute(
-            "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
-            [t.relation]).fetchone()[0]]
+        missing = [t.relation for t in ledger.CASE_TABLES if not scalar(
+            con, "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
+            [t.relation])]
         if missing:
             raise CommCareNotReady(f"{db} has no case tables ({', '.join(missing)}): run `moodle-commcare "
                                    "transform` before exporting.")

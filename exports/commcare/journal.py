@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import duckdb
 
+from moodle_commcare.warehouse import one, scalar
+
 from .ledger import SCHEMA, CaseTable, plan_table
 
 JOBS = f"{SCHEMA}.jobs"
@@ -104,7 +106,7 @@ def record(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str, chunk: i
             select ?, _sheet_row, '{table.case_type}', external_id, _sent_id, _episode, _action, _hashes,
                    coalesce(close = 'yes', false)
             from {plan_table(table)} where _mode = ? and _chunk = ?""", [job_id, mode, chunk])
-        rows = con.execute(f"select count(*) from {JOB_ROWS} where job_id = ?", [job_id]).fetchone()[0]
+        rows = scalar(con, f"select count(*) from {JOB_ROWS} where job_id = ?", [job_id])
         con.execute(f"insert into {JOBS} (job_id, case_type, mode, file, rows, state, created_at) "
                     f"values (?, ?, ?, ?, ?, 'prepared', {NOW})", [job_id, table.case_type, mode, file, rows])
     return job_id
@@ -135,7 +137,7 @@ def withhold_unsettled(con: duckdb.DuckDBPyConnection) -> int:
         create or replace temp table _withheld as
         select distinct r.case_type, r.external_id from {JOB_ROWS} as r join {JOBS} as j using (job_id)
         where j.state in ('sending', 'queued')""")
-    return int(con.execute("select count(*) from _withheld").fetchone()[0])
+    return int(scalar(con, "select count(*) from _withheld"))
 
 
 def _settle(con: duckdb.DuckDBPyConnection, job_id: str, state: str, outcome: str) -> None:
@@ -231,8 +233,8 @@ def apply_lookup(con: duckdb.DuckDBPyConnection, job_id: str, found: Dict[str, D
             from {JOB_ROWS} as r left join _found as f using (sent_external_id)
             where r.job_id = ? and r.closing and coalesce(f.closed, true)
               and l.case_type = r.case_type and l.external_id = r.external_id""", [job_id])
-        n = con.execute(f"""select count(*) filter (where f.sent_external_id is not null), count(*)
-                            from {JOB_ROWS} as r left join _found as f using (sent_external_id)
-                            where r.job_id = ?""", [job_id]).fetchone()
+        n = one(con, f"""select count(*) filter (where f.sent_external_id is not null), count(*)
+                         from {JOB_ROWS} as r left join _found as f using (sent_external_id)
+                         where r.job_id = ?""", [job_id])
         _settle(con, job_id, "resolved", f"looked up by external id: {n[0]} of {n[1]} rows found in CommCare")
     return {"found": int(n[0]), "rows": int(n[1])}

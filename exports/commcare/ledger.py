@@ -14,6 +14,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import duckdb
 
+from moodle_commcare.warehouse import scalar
+
 from .errors import CommCareConfigError
 
 SCHEMA = "commcare_export"
@@ -300,5 +302,5 @@ def rows_of_chunk(con: duckdb.DuckDBPyConnection, table: CaseTable, columns: Seq
 
 def open_in_commcare(con: duckdb.DuckDBPyConnection, table: CaseTable) -> int:
     """Cases of this type that CommCare holds open (or may), as far as the ledger knows."""
-    return int(con.execute(f"""select count(*) from {SCHEMA}.case_ledger where case_type = ?
-                               and in_commcare in ('yes', 'maybe') and not closed""", [table.case_type]).fetchone()[0])
+    return int(scalar(con, f"""select count(*) from {SCHEMA}.case_ledger where case_type = ?
+                               and in_commcare in ('yes', 'maybe') and not closed""", [table.case_type]))

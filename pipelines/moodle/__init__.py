@@ -9,7 +9,7 @@ call per user. What Moodle hides from the token's user stops the run or is recor
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, cast
 
 import dlt
 from dlt.sources import DltResource
@@ -24,7 +24,7 @@ __all__ = ["moodle_source", "MoodleSettings", "RequestStats"]
 
 def _hints(table: str) -> Any:
     return dlt.mark.make_hints(table_name=table, primary_key=schema.PRIMARY_KEYS[table], write_disposition="merge",
-                               columns=schema.columns(table))
+                               columns=cast(Any, schema.columns(table)))  # TColumnSchema dicts
 
 
 def _tables(*tables: str) -> Iterator[Any]:

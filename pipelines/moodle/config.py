@@ -7,7 +7,7 @@ them into one object and rejects what would fail later with a less helpful messa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from . import settings
@@ -155,7 +155,8 @@ def _gap_names(values: Optional[Sequence[str]]) -> Tuple[str, ...]:
     return names
 
 
-def _int_tuple(values: Optional[Sequence[int]], name: str) -> Tuple[int, ...]:
+def _int_tuple(values: Optional[Sequence[Any] | str | int], name: str) -> Tuple[int, ...]:
+    """Ids from a list, or from text as an environment variable gives it ("12,15")."""
     if values is None:
         return ()
     if isinstance(values, (str, int)):
