@@ -14,6 +14,7 @@ import duckdb
 
 
 class ExitCode(IntEnum):
+    """What a scheduler can branch on; the README's "Exit codes" table lists the same."""
     OK = 0
     BUG = 1  # an unexpected error: its traceback is shown, please report it
     SETTINGS = 2  # a setting or option is wrong; nothing was sent
@@ -81,6 +82,7 @@ def classify(exc: BaseException) -> Optional[Tuple[ExitCode, BaseException]]:
 
 
 def disk_full_message(cause: BaseException, where: str) -> str:
+    """Says which folder to free: the OS error alone names a file, or nothing."""
     detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     return (f"The disk is full, or a file-size limit was reached ({detail}). Free space where {where} lives and "
             "run again: nothing half-done reaches CommCare, and the next run finishes or redoes what this one "

@@ -20,6 +20,7 @@ TRANSFORM_BUILD = "ops.transform_build"  # 'building' | 'failed' | 'complete'
 
 
 def set_marker(path: Path, table: str, state: str) -> None:
+    """Replace the marker's state in one transaction, so a reader never sees none between two states."""
     con = connect(path)
     try:
         con.execute("create schema if not exists ops")
@@ -52,6 +53,7 @@ def read_marker(path: Path, table: str) -> Optional[str]:
 
 
 def read_marker_on(con: duckdb.DuckDBPyConnection, table: str) -> Optional[str]:
+    """read_marker on a connection the caller holds (DuckDB refuses a second, read-only one in-process)."""
     try:
         row = con.execute(f"select state from {table}").fetchone()
     except duckdb.CatalogException:

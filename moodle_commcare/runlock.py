@@ -30,6 +30,7 @@ _guard = threading.Lock()
 
 
 def lock_path(db: Path) -> Path:
+    """Beside the warehouse, so every process that finds the warehouse finds its lock."""
     return db.with_name(db.name + ".lock")
 
 

@@ -29,6 +29,7 @@ class TransformError(Exception):
 
 @dataclass
 class TransformReport:
+    """What dbt built and tested: one entry per node, for the CLI's table and the run log."""
     duckdb: Path
     results: List[Dict[str, Any]] = field(default_factory=list)
 

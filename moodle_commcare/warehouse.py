@@ -18,6 +18,7 @@ class WarehouseBusy(Exception):
 
 
 def busy(what: object) -> WarehouseBusy:
+    """The one message for a file another process holds, whichever step met it."""
     return WarehouseBusy(
         f"{what} is open in another program (another moodle-commcare run, or an analyst's DuckDB session "
         "holding it for writing). Close it or wait for the run to end, then try again.")
@@ -40,14 +41,18 @@ def one(con: duckdb.DuckDBPyConnection, sql: str, params: Optional[list] = None)
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Optional[list] = None) -> Any:
+    """The first value of the one row a query answers (a count)."""
     return one(con, sql, params)[0]
 
 
 def memory_limit() -> str:
+    """DuckDB's cap for every connection: MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT, else 512MB."""
     return os.environ.get("MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
 
 
 def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Every connection of the connector opens here: the same memory cap, and WarehouseBusy, not DuckDB's
+    IOException, when another process holds the file."""
     try:
         return duckdb.connect(str(path), read_only=read_only, config={
             "memory_limit": memory_limit(),

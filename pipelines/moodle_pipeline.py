@@ -45,6 +45,7 @@ duckdb_path = warehouse.resolve  # the warehouse file (kept under this name for 
 
 @dataclass
 class ExtractReport:
+    """What one extract did: rows per table (this run, and in the table), requests, and what Moodle hid."""
     duckdb: Path
     rows_loaded: Dict[str, int]
     table_rows: Dict[str, int]

@@ -56,6 +56,8 @@ class JobResult:
 
 
 class CommCareClient:
+    """CommCare HQ's bulk case import and Case API for one export: never re-POSTs an upload whose answer
+    was lost (the journal settles it instead), polls the job, and reads cases back by external id."""
     def __init__(self, settings: CommCareSettings) -> None:
         settings.require_upload()
         self.settings = settings

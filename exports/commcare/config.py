@@ -14,6 +14,7 @@ DEFAULT_CHUNK_ROWS = 10_000
 
 @dataclass(frozen=True)
 class CommCareSettings:
+    """Every export setting, from [commcare] in .dlt/ or COMMCARE__* variables; checked on creation."""
     base_url: str = "https://www.commcarehq.org"
     project: str = ""
     username: str = ""

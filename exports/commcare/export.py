@@ -70,6 +70,7 @@ class SettleReport:
 
 @dataclass
 class ExportReport:
+    """What one export did per case type, what settling earlier jobs found, and why it stopped if it did."""
     uploaded: bool
     dry_run: bool
     out_dir: Optional[Path]

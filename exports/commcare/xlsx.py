@@ -48,6 +48,7 @@ class Truncation:
 
 
 def cell_text(value: object) -> str:
+    """The text of a cell as CommCare will read it back through openpyxl (see the module's docstring)."""
     text = str(value)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")

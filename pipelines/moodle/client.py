@@ -111,6 +111,8 @@ def _looks_retryable(response: Optional[Response], exception: Optional[BaseExcep
 
 
 class MoodleClient:
+    """Calls Moodle's REST web services for one run: retries with backoff, one bound on concurrency for
+    the whole run, Moodle's HTTP-200 error bodies turned into typed errors, tokens kept out of messages."""
     def __init__(self, config: MoodleSettings, stats: Optional[RequestStats] = None) -> None:
         self.config = config
         self.stats = stats or RequestStats()

@@ -20,6 +20,7 @@ def _env(name: str) -> str:
 
 @dataclass(frozen=True)
 class MoodleSettings:
+    """Every Moodle setting, validated once (build) with the name a user sets it by in each message."""
     base_url: str
     token: Optional[str] = field(default=None, repr=False)
     username: Optional[str] = None

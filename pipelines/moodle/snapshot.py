@@ -117,6 +117,8 @@ def previous_marks(state: Dict[str, Any], full_refresh: bool) -> Dict[int, Water
 
 
 class MoodleSnapshot:
+    """One run's view of the site, shared by all resources: the course list and enrolments are read once,
+    and the watermarks decide which per-course and per-student calls the run makes."""
     def __init__(self, client: MoodleClient, config: MoodleSettings, state: Dict[str, Any],
                  known_enrolments: Optional[Mapping[int, Mapping[int, bool]]] = None) -> None:
         """`known_enrolments`: course id -> {user id: is_active} as the last loaded run read them (see
