@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -46,16 +47,45 @@ console = Console()
 
 
 class PeakRSS:
-    """Samples this process's resident memory; `stage()` gives the peak within a block."""
+    """Samples the resident memory of this process plus the dbt it runs as a child (the emulators, also
+    children, are the systems under load, not the connector); `stage()` gives the peak within a block."""
 
     def __init__(self) -> None:
         self.peak = 0
         threading.Thread(target=self._run, daemon=True).start()
 
     @staticmethod
-    def now() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    def _rss(pid: str) -> int:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            return 0
+
+    @staticmethod
+    def _connector_children() -> List[str]:
+        found: List[str] = []
+        todo = [str(os.getpid())]
+        while todo:
+            pid = todo.pop()
+            for task in glob.glob(f"/proc/{pid}/task/*/children"):
+                try:
+                    kids = open(task).read().split()
+                except OSError:
+                    continue
+                for kid in kids:
+                    try:
+                        command = open(f"/proc/{kid}/cmdline", "rb").read()
+                    except OSError:
+                        continue
+                    if b"dbt.cli.main" in command:
+                        found.append(kid)
+                        todo.append(kid)
+        return found
+
+    @classmethod
+    def now(cls) -> int:
+        return cls._rss("self") + sum(cls._rss(pid) for pid in cls._connector_children())
 
     def _run(self) -> None:
         while True:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+from collections import deque
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional
 
-from .warehouse import connect, scalar
+from .warehouse import busy, connect, scalar
 from .warehouse import resolve as duckdb_path
 
 # Shipped as package data, so an installed moodle-commcare finds it as a checkout does.
@@ -21,6 +25,13 @@ def artifacts_dir(db: Optional[Path | str] = None) -> Path:
     the warehouse file, as dlt's working folder is, never inside the installed or checked-out project."""
     path = duckdb_path(db)
     return path.parent / ".dbt" / path.stem
+
+
+def _dbt_error(output: str) -> str:
+    """The lines of dbt's output from its error on: what a user needs, without dbt's start-up chatter."""
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if "error" in line.lower()), max(len(lines) - 6, 0))
+    return " ".join(line.strip() for line in lines[start:start + 8])
 
 
 class TransformError(Exception):
@@ -37,37 +48,84 @@ class TransformReport:
         return sum(1 for r in self.results if r["type"] == resource_type and (status is None or r["status"] == status))
 
 
-def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
-            quiet: bool = True) -> Any:
-    """Invoke dbt in-process on our project with the warehouse path and vars; returns dbt's result."""
-    from dbt.cli.main import dbtRunner
+@dataclass
+class DbtResult:
+    """What a dbt command did: its exit code, each node's result (run_results.json), and the end of its output."""
 
+    returncode: int
+    nodes: List[Dict[str, Any]] = field(default_factory=list)
+    output_tail: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def error(self) -> Optional[str]:
+        """dbt's own error (a compilation error, a bad var) when it stopped before running nodes."""
+        if self.returncode in (0, 1):  # 1: ran, and some node failed (the nodes say which)
+            return None
+        return self.output_tail.strip() or f"dbt exited with code {self.returncode}"
+
+
+def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
+            quiet: bool = True) -> DbtResult:
+    """Run dbt on the project in a child process, with the warehouse path and vars.
+
+    A child, not dbtRunner in this process: dbt-duckdb keeps its DuckDB handle (and its memory) for the life
+    of the process it runs in, so the file stays locked and the memory held until the process ends. The child
+    dies with this process (a kill of the run leaves no dbt writing behind it), and its output is shown unless
+    quiet, keeping the end of it for an error message.
+    """
     path = duckdb_path(db)
     if not path.exists():
-        raise TransformError(f"{path} does not exist: run `moodle-commcare extract` first (or set MOODLE_COMMCARE_DUCKDB).")
-    os.environ["MOODLE_COMMCARE_DUCKDB"] = str(path)
+        raise TransformError(f"{path} does not exist: run `moodle-commcare extract` first (or set "
+                             "MOODLE_COMMCARE_DUCKDB).")
     artifacts = artifacts_dir(path)
-    full = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
-            "--target-path", str(artifacts / "target"), "--log-path", str(artifacts / "logs")]
+    results_file = artifacts / "target" / "run_results.json"
+    results_file.unlink(missing_ok=True)  # never read an earlier command's results as this one's
+    full = [sys.executable, "-m", "dbt.cli.main", *args, "--project-dir", str(PROJECT_DIR),
+            "--profiles-dir", str(PROJECT_DIR), "--target-path", str(artifacts / "target"),
+            "--log-path", str(artifacts / "logs")]
     if quiet:
         full.append("--quiet")
     if dbt_vars:
         full += ["--vars", json.dumps(dbt_vars)]
+    env = {**os.environ, "MOODLE_COMMCARE_DUCKDB": str(path)}
+    tail: Deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(full, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_die_with_parent)
     try:
-        return dbtRunner().invoke(full)
-    finally:
-        _release_duckdb()
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line)
+            if not quiet:
+                sys.stdout.write(line)
+                sys.stdout.flush()  # live progress, also through a pipe
+        returncode = proc.wait()
+    except BaseException:  # Ctrl-C or SIGTERM here: the child gets no say
+        proc.kill()
+        proc.wait()
+        raise
+    if returncode < 0 and -returncode in (signal.SIGINT, signal.SIGTERM):
+        raise KeyboardInterrupt(f"dbt stopped by signal {-returncode}")
+    nodes: List[Dict[str, Any]] = []
+    if results_file.exists():
+        for r in json.loads(results_file.read_text(encoding="utf-8")).get("results", []):
+            parts = str(r.get("unique_id", "")).split(".")
+            nodes.append({"type": parts[0], "name": parts[-1] if parts[0] == "unit_test" else ".".join(parts[2:3]),
+                          "status": str(r.get("status")), "message": r.get("message"), "failures": r.get("failures")})
+    return DbtResult(returncode=returncode, nodes=nodes, output_tail="".join(tail))
 
 
-def _release_duckdb() -> None:
-    """dbt-duckdb keeps its DuckDB handle open for the life of the process; close it so the file is free
-    (checkpointed, unlocked) for analysts, other processes and the export step."""
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+def _die_with_parent() -> None:
+    """In the child, before dbt starts: SIGKILL it when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
 
-    with DuckDBConnectionManager._LOCK:
-        if DuckDBConnectionManager._ENV is not None:
-            DuckDBConnectionManager._ENV.close()
-            DuckDBConnectionManager._ENV = None
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the run lock still keeps a second run out
+        pass
 
 
 def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
@@ -100,24 +158,17 @@ def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]],
     if duckdb_path(db).exists():  # dbt rebuilds model by model: the export reads nothing until all passed
         markers.set_marker(duckdb_path(db), markers.TRANSFORM_BUILD, "building")
     result = run_dbt(args, db, dbt_vars, quiet)
-    if isinstance(result.exception, KeyboardInterrupt):  # dbt hands Ctrl-C back as its result
-        raise result.exception
-    report = TransformReport(duckdb=duckdb_path(db))
-    failures = []
-    for r in result.result or []:
-        node = r.node
-        status = str(r.status)
-        report.results.append({"name": node.name, "type": node.resource_type.value, "status": status,
-                               "message": r.message, "failures": getattr(r, "failures", None)})
-        if status in ("error", "fail"):
-            failures.append(f"{node.resource_type.value} {node.name}: {r.message}")
+    report = TransformReport(duckdb=duckdb_path(db), results=result.nodes)
+    failures = [f"{r['type']} {r['name']}: {r['message']}" for r in result.nodes if r["status"] in ("error", "fail")]
     summary = {kind: report.count(kind) for kind in ("model", "seed", "unit_test", "test")}
-    if result.exception is not None or failures or not result.success:
+    if not result.success:
         markers.set_marker(report.duckdb, markers.TRANSFORM_BUILD, "failed")
         runlog.record_failure(report.duckdb, "transform", "failed", began, {**summary, "failures": failures[:20]})
-    if result.exception is not None:
-        raise TransformError(f"dbt could not run: {result.exception}")
-    if failures or not result.success:
+    if result.error is not None:
+        if "could not set lock" in result.error.lower():
+            raise busy(report.duckdb)
+        raise TransformError(f"dbt could not run: {_dbt_error(result.error)}")
+    if not result.success:
         raise TransformError("dbt build failed:\n  " + "\n  ".join(failures or ["see dbt's output above"]))
     with connect(report.duckdb, read_only=True) as con:
         for table in ("commcare_student_cases", "commcare_enrolment_cases", "commcare_unowned_cases"):
