@@ -21,7 +21,7 @@ import duckdb
 
 from moodle_commcare import markers, runlog
 from moodle_commcare.runlock import run_lock
-from moodle_commcare.warehouse import connect, scalar
+from moodle_commcare.warehouse import connect
 
 from . import journal, ledger
 from .client import CommCareClient, JobResult
@@ -106,9 +106,7 @@ def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: 
     con = connect(db)
     status = "failed"
     try:
-        missing = [t.relation for t in ledger.CASE_TABLES if not scalar(
-            con, "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
-            [t.relation])]
+        missing = ledger.missing_case_tables(con)
         if missing:
             raise CommCareNotReady(f"{db} has no case tables ({', '.join(missing)}): run `moodle-commcare "
                                    "transform` before exporting.")
@@ -287,9 +285,7 @@ def _send(con: duckdb.DuckDBPyConnection, client: CommCareClient, table: ledger.
             "in the job journal: the next export waits for it (or reads its result) before sending anything else "
             "for those cases, so nothing is sent twice and nothing is lost.")
     _apply(con, job_id, result)
-    rows = {r: (ext, closing) for r, ext, closing in con.execute(
-        f"select sheet_row, sent_external_id, closing from {journal.JOB_ROWS} where job_id = ? order by sheet_row",
-        [job_id]).fetchall()}
+    rows = journal.rows_of(con, job_id)
     if not result.succeeded:
         part.failed += len(rows)
         _note(part, {ext: f"Import failed: {result.failure}" for ext, _ in rows.values()})
@@ -311,8 +307,4 @@ def _note(part: TypeReport, failed: Dict[str, str]) -> None:
 
 
 def _examples(con: duckdb.DuckDBPyConnection, table: ledger.CaseTable, columns: List[str]) -> List[Dict[str, Any]]:
-    shown = [c for c in columns if c in ("name", "owner_id", "engagement_status", "close")]
-    cols = ", ".join(f'"{c}"' for c in shown)
-    rows = con.execute(f"select _action, _sent_id, {cols} from {ledger.plan_table(table)} "
-                       "where _seq is not null order by _mode desc, _seq limit 3").fetchall()
-    return [dict(zip(["action", "external_id", *shown], r, strict=True)) for r in rows]
+    return ledger.examples(con, table, [c for c in columns if c in ("name", "owner_id", "engagement_status", "close")])

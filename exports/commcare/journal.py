@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import duckdb
 
@@ -124,6 +124,13 @@ def open_jobs(con: duckdb.DuckDBPyConnection) -> List[OpenJob]:
     rows = con.execute(f"""select job_id, case_type, mode, file, rows, state, status_url, sent_at from {JOBS}
                            where state in {UNSETTLED} order by created_at""").fetchall()
     return [OpenJob(*r) for r in rows]
+
+
+def rows_of(con: duckdb.DuckDBPyConnection, job_id: str) -> Dict[int, Tuple[str, bool]]:
+    """A job's rows: sheet row -> (the external id sent, whether the row closes its case)."""
+    return {r: (ext, closing) for r, ext, closing in con.execute(
+        f"select sheet_row, sent_external_id, closing from {JOB_ROWS} where job_id = ? order by sheet_row",
+        [job_id]).fetchall()}
 
 
 def sent_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> List[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import duckdb
 
@@ -115,6 +115,13 @@ def migrate_hashes(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> int:
     return rewritten
 
 
+def missing_case_tables(con: duckdb.DuckDBPyConnection) -> List[str]:
+    """The case tables (dbt's marts) the warehouse does not have yet: no transform has built them."""
+    return [t.relation for t in CASE_TABLES if not scalar(
+        con, "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
+        [t.relation])]
+
+
 def sent_id(base: str, episode: str) -> str:
     """SQL: the external id CommCare knows for an episode: the mart's id, then -r1, -r2 ... after reopens."""
     return f"case when coalesce({episode}, 0) > 0 then {base} || '-r' || cast({episode} as varchar) else {base} end"
@@ -212,9 +219,12 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
         value = f'cur."{column}"'
         return f"case when {value} is not null then {_digest(value, scheme)} end"
 
-    hashes = "json_object(" + ", ".join(f"'{n}', {digest(n)}" for n in hashed) + ")"
+    # each digest computed once (the dig step), then read twice: into _hashes and for the comparison
+    digests = ", ".join(f'{digest(n)} as "_d{i}"' for i, n in enumerate(hashed))
+    scratch = ", ".join(f'"_d{i}"' for i in range(len(hashed)))
+    hashes = "json_object(" + ", ".join(f"'{n}', cur.\"_d{i}\"" for i, n in enumerate(hashed)) + ")"
     paths = "[" + ", ".join(f"'$.\"{n}\"'" for n in hashed) + "]"
-    changed = " or ".join(f"(l._old[{i + 1}] is distinct from {digest(n)})" for i, n in enumerate(hashed))
+    changed = " or ".join(f'(l._old[{i + 1}] is distinct from cur."_d{i}")' for i in range(len(hashed)))
     name = plan_table(table)
     con.execute(f"""
         create or replace table {name} as
@@ -223,6 +233,9 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
             {(","+chr(10)+"            ").join(texts)}{", m.parent_external_id as _parent_base" if table.parent else ""}
             from {table.relation} as m
             {parent_join}
+        ),
+        dig as (
+            select cur.*, {digests} from cur
         ),
         classified as (
             select
@@ -240,7 +253,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
                     when not ({changed}) and not {str(bool(full)).lower()} then 'unchanged'
                     else 'update'
                 end as _action
-            from cur
+            from dig as cur
             left join (
                 select external_id, hashes, closed, in_commcare, episode,
                        json_extract_string(hashes, {paths}) as _old
@@ -257,7 +270,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
             from classified
         )
         select
-            *,
+            * exclude ({scratch}),
             {sent_id("external_id", "_episode")} as _sent_id,
             case when _mode is not null then row_number() over (partition by _mode order by external_id) - 1 end as _seq
         from moded
@@ -276,6 +289,15 @@ def plan_table(table: CaseTable) -> str:
 
 def drop_plan(con: duckdb.DuckDBPyConnection, table: CaseTable) -> None:
     con.execute(f"drop table if exists {plan_table(table)}")
+
+
+def examples(con: duckdb.DuckDBPyConnection, table: CaseTable, shown: Sequence[str],
+             limit: int = 3) -> List[Dict[str, Any]]:
+    """A few planned rows (action, the id sent, the columns shown) for a dry run to print; upserts first."""
+    cols = "".join(f', "{c}"' for c in shown)
+    rows = con.execute(f"select _action, _sent_id{cols} from {plan_table(table)} "
+                       f"where _seq is not null order by _mode desc, _seq limit {int(limit)}").fetchall()
+    return [dict(zip(["action", "external_id", *shown], r, strict=True)) for r in rows]
 
 
 def counts(con: duckdb.DuckDBPyConnection, table: CaseTable) -> Dict[str, int]:
