@@ -13,7 +13,7 @@ from typing import Optional
 
 import duckdb
 
-from .warehouse import connect
+from .warehouse import UTC_NOW_SQL, connect
 
 EXTRACT_LOAD = "ops.extract_load"  # 'loading' | 'complete'
 TRANSFORM_BUILD = "ops.transform_build"  # 'building' | 'failed' | 'complete'
@@ -34,7 +34,7 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, state: str) -> None:
     con.execute("begin transaction")
     try:
         con.execute(f"delete from {table}")
-        con.execute(f"insert into {table} values (?, cast(timezone('UTC', current_timestamp) as timestamp))", [state])
+        con.execute(f"insert into {table} values (?, {UTC_NOW_SQL})", [state])
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

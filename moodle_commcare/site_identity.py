@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 import duckdb
 
-from .warehouse import connect
+from .warehouse import UTC_NOW_SQL, connect
 
 TABLE = "ops.site_identity"
 
@@ -50,8 +50,7 @@ def pin(db: Path, dbt_vars: Optional[Dict[str, Any]], accept_move: bool = False)
         pinned = con.execute(f"select site_key, site_url from {TABLE}").fetchone()
         if pinned is None:
             key = str(wanted or slug(url))
-            con.execute(f"insert into {TABLE} values (?, ?, cast(timezone('UTC', current_timestamp) as timestamp), "
-                        "null)", [key, url])
+            con.execute(f"insert into {TABLE} values (?, ?, {UTC_NOW_SQL}, null)", [key, url])
             return key
         key, known_url = pinned
         if wanted and wanted != key:

@@ -142,23 +142,24 @@ def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]],
     from . import markers, runlog, site_identity
 
     began = runlog.utcnow()
-    if markers.read_marker(duckdb_path(db), markers.EXTRACT_LOAD) == "loading":
+    path = duckdb_path(db)
+    if markers.read_marker(path, markers.EXTRACT_LOAD) == "loading":
         raise TransformError(
             "The last extract stopped while loading (killed, out of memory or disk full): the raw tables may hold "
             "part of one run and part of another, which would read as students leaving. Run `moodle-commcare "
             "extract` again: it finishes the interrupted load first, then this transform can run.")
-    if duckdb_path(db).exists():
+    if path.exists():
         try:
-            key = site_identity.pin(duckdb_path(db), dbt_vars, accept_move=accept_site_move)
+            key = site_identity.pin(path, dbt_vars, accept_move=accept_site_move)
         except site_identity.SiteMoved as exc:
             raise TransformError(str(exc)) from None
         if key is not None:
             dbt_vars = {**(dbt_vars or {}), "moodle_site_key": key}
+        # dbt rebuilds model by model: the export reads nothing until all passed
+        markers.set_marker(path, markers.TRANSFORM_BUILD, "building")
     args = ["build"] + (["--select", select] if select else [])
-    if duckdb_path(db).exists():  # dbt rebuilds model by model: the export reads nothing until all passed
-        markers.set_marker(duckdb_path(db), markers.TRANSFORM_BUILD, "building")
-    result = run_dbt(args, db, dbt_vars, quiet)
-    report = TransformReport(duckdb=duckdb_path(db), results=result.nodes)
+    result = run_dbt(args, path, dbt_vars, quiet)
+    report = TransformReport(duckdb=path, results=result.nodes)
     failures = [f"{r['type']} {r['name']}: {r['message']}" for r in result.nodes if r["status"] in ("error", "fail")]
     summary = {kind: report.count(kind) for kind in ("model", "seed", "unit_test", "test")}
     if not result.success:

@@ -25,6 +25,8 @@ def busy(what: object) -> WarehouseBusy:
 
 
 DEFAULT_FILE = "moodle.duckdb"
+# The time a row is written, in UTC as a plain timestamp: every ops and ledger table stamps rows this way.
+UTC_NOW_SQL = "cast(timezone('UTC', current_timestamp) as timestamp)"
 
 
 def resolve(path: Optional[Path | str] = None) -> Path:

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import duckdb
 
+from moodle_commcare.warehouse import UTC_NOW_SQL as NOW
 from moodle_commcare.warehouse import one, scalar
 
 from .ledger import SCHEMA, CaseTable, plan_table
@@ -33,7 +34,6 @@ JOBS = f"{SCHEMA}.jobs"
 JOB_ROWS = f"{SCHEMA}.job_rows"
 LEDGER = f"{SCHEMA}.case_ledger"
 UNSETTLED = ("prepared", "sending", "queued")
-NOW = "cast(timezone('UTC', current_timestamp) as timestamp)"
 
 
 @dataclass
