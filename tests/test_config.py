@@ -131,3 +131,31 @@ def test_a_typo_in_the_commcare_config_file_is_never_taken_for_the_default_serve
     assert run.returncode == ExitCode.SETTINGS, said
     assert re.search(r"\[commcare\] settings could not be read \(.*config.toml.*line 2", said), said
     assert "Traceback" not in said
+
+
+@pytest.mark.parametrize("setting, value, hint", [
+    ("language", "Swahili!", "SOURCES__MOODLE__LANGUAGE='Swahili!' is not a Moodle language code"),
+    ("default_phone_region", "Kenya", "SOURCES__MOODLE__DEFAULT_PHONE_REGION='Kenya' is not a country code"),
+])
+def test_bad_language_or_phone_region_names_the_setting(setting: str, value: str, hint: str) -> None:
+    with pytest.raises(MoodleConfigError) as caught:
+        MoodleSettings.build("https://m.example.org", token="x", **{setting: value})
+    assert hint in str(caught.value)
+
+
+def test_names_and_phones_are_read_in_the_configured_language_and_region(warehouse: Warehouse) -> None:
+    """The extract computes what phones show (pipelines/moodle/readable.py): names in the configured language,
+    not the site's (English here); a number typed without a country code, by a user without a country, in the
+    configured region."""
+    school = warehouse.moodle.school
+    user = next(u for u in school.users.values() if u.phone1)
+    user.country, user.phone1 = "", "0712 345 678"
+    warehouse.extract(language="sw", default_phone_region="KE")
+    [(e164, country)] = warehouse.rows("select phone1_e164, country from users where id = ?", user.id)
+    assert (e164, country or None) == ("+254712345678", None)
+    names = dict(warehouse.rows("select fullname, fullname_plain from courses"))
+    multilang = [raw for raw in names if 'lang="sw"' in raw]
+    assert multilang, "the demo school has courses named in two languages"
+    assert all("Kiswahili" in names[raw] and "<" not in names[raw] for raw in multilang)
+    warehouse.extract(default_phone_region="UG")  # the site's language again; the region applies on every read
+    assert warehouse.rows("select phone1_e164 from users where id = ?", user.id) == [("+256712345678",)]

@@ -16,8 +16,7 @@ PACKAGES = ("moodle_commcare", "pipelines", "exports", "emulators", "dbt_project
 CORE = {"moodle_commcare", "moodle_commcare.warehouse", "moodle_commcare.runlog", "moodle_commcare.runlock",
         "moodle_commcare.markers"}
 APP = {"moodle_commcare.cli", "moodle_commcare.report", "moodle_commcare.demo", "moodle_commcare.failures"}
-TRANSFORM = {"moodle_commcare.transform", "moodle_commcare.site_identity", "moodle_commcare.dbt_udfs",
-             "moodle_commcare.phones", "moodle_commcare.text", "dbt_project"}
+TRANSFORM = {"moodle_commcare.transform", "moodle_commcare.site_identity", "dbt_project"}
 
 
 def group(module: str) -> str:

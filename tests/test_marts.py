@@ -198,3 +198,20 @@ def test_docs_generate_and_every_mart_column_is_described(built: Warehouse) -> N
         documented = manifest["nodes"][node_id]["columns"]
         for column in node["columns"]:
             assert documented.get(column.lower(), {}).get("description"), f"{node_id}.{column} has no description"
+
+
+def test_another_dbt_target_builds_beside_the_marts_not_over_them(built: Warehouse) -> None:
+    """An analyst's `dbt build --target dev` lands in dev_* schemas (macros/generate_schema_name.sql): the schemas
+    the export reads keep what `moodle-commcare transform` built."""
+    import duckdb
+
+    def schemas() -> Dict[str, int]:
+        with duckdb.connect(str(built.path), read_only=True) as con:
+            return dict(con.execute("select table_schema, count(*) from information_schema.tables group by 1").fetchall())
+
+    before = schemas()
+    result = run_dbt(["run", "--target", "dev", "--select", "stg_moodle__courses"], built.path)
+    assert result.success, result.output_tail
+    after = schemas()
+    assert after.pop("dev_moodle_staging") == 1
+    assert after == before

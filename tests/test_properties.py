@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exports.commcare import journal, ledger
-from moodle_commcare.phones import to_e164
+from pipelines.moodle.phones import to_e164
 
 STUDENTS = ledger.CASE_TABLES[0]
 
@@ -150,14 +150,14 @@ _words = st.text(alphabet=st.characters(blacklist_characters="<>&\"", blacklist_
 def test_multilang_names_resolve_as_moodles_filter_does(blocks, lang, tail) -> None:  # type: ignore[no-untyped-def]
     """The connector's resolution agrees with the emulator's copy of filter/multilang (current, parents, en, first)."""
     from emulators.moodle.site import multilang
-    from moodle_commcare.text import plain_text
+    from pipelines.moodle.text import plain_text
 
     stored = "".join(f'<span lang="{k}" class="multilang">{v}</span>' for k, v in blocks.items()) + " " + tail
     assert plain_text(stored, lang) == " ".join(multilang(stored, lang).split())
 
 
 def test_plain_text_handles_entities_icons_and_the_old_syntax() -> None:
-    from moodle_commcare.text import plain_text
+    from pipelines.moodle.text import plain_text
 
     assert plain_text("Art &amp; Design", "en") == "Art & Design"
     assert plain_text('<i class="icon fa fa-times text-danger" title="Fail"></i>4.00', "en") == "4.00"

@@ -1,14 +1,6 @@
-{# Stored Moodle text (names arrive raw: multi-language blocks, entities) as plain text in one language, through
-   the moodle_text() function that moodle_commcare/dbt_udfs.py registers. The language is var moodle_language, else
-   the language Moodle reports for the token's user (core_webservice_get_site_info.lang: normally the site's). #}
-{% macro moodle_language() -%}
-    {%- if var('moodle_language') -%} '{{ var("moodle_language") }}'
-    {%- else -%} (select lang from {{ source('moodle_raw', 'site_info') }} order by extracted_at desc limit 1)
-    {%- endif -%}
-{%- endmacro %}
-
-{# Only text with markup or an entity goes through Python: most names and grades have neither. #}
+{# A stored Moodle name as a phone shows it. The extract reads each name in one language, without markup or
+   entities, into `<column>_plain` (pipelines/moodle/readable.py); a row loaded before that column existed falls
+   back to the stored text with its spaces collapsed. #}
 {% macro plain_text(column) -%}
-    case when regexp_matches({{ column }}, '[<&]') then moodle_text({{ column }}, {{ moodle_language() }})
-         else trim(regexp_replace({{ column }}, '\s+', ' ', 'g')) end
+    coalesce({{ column }}_plain, trim(regexp_replace({{ column }}, '\s+', ' ', 'g')))
 {%- endmacro %}

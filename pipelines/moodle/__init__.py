@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, cast
 import dlt
 from dlt.sources import DltResource
 
-from . import schema, settings
+from . import readable, schema, settings
 from .client import MoodleClient, RequestStats
 from .config import MoodleSettings
 from .snapshot import SUBMISSION_SINCE_KEY, Cursor, Enrolment, MoodleSnapshot
@@ -61,6 +61,8 @@ def moodle_source(
     full_refresh: bool = False,
     allow_hidden: Optional[List[str]] = None,
     due_date_overrides: bool = False,
+    language: Optional[str] = None,
+    default_phone_region: Optional[str] = None,
     http_auth: Any = None,
     request_stats: Any = None,
     known_enrolments: Any = None,
@@ -79,6 +81,10 @@ def moodle_source(
             ("phones", "last_access"); anything else hidden stops the run.
         due_date_overrides: read each student's own due date (user and group overrides): one call per student
             and assignment of the courses that changed.
+        language: the language names typed in several languages are read in (e.g. sw); default: the language
+            Moodle reports for the token's user. Names already loaded keep theirs until a full refresh.
+        default_phone_region: country (ISO code) for phones typed without a country code by users whose
+            profile has no country.
         http_auth: (user, password) of HTTP basic auth in front of Moodle; run_extract takes it out of a
             base_url written https://user:password@host, so the address dlt traces carries no password.
         request_stats: a RequestStats to count requests into (the CLI prints it).
@@ -91,7 +97,8 @@ def moodle_source(
         max_concurrency=max_concurrency, page_size=page_size, user_batch_size=user_batch_size,
         request_timeout=request_timeout, max_attempts=max_attempts, backoff_factor=backoff_factor,
         max_retry_delay=max_retry_delay, allow_insecure_http=allow_insecure_http, full_refresh=full_refresh,
-        allow_hidden=allow_hidden, due_date_overrides=due_date_overrides, http_auth=http_auth,
+        allow_hidden=allow_hidden, due_date_overrides=due_date_overrides, language=language,
+        default_phone_region=default_phone_region, http_auth=http_auth,
     )
     client = MoodleClient(config, stats=request_stats if isinstance(request_stats, RequestStats) else None)
     holder: Dict[str, MoodleSnapshot] = {}
@@ -373,6 +380,10 @@ def moodle_source(
         if rows:
             yield _to("assignment_due_dates", rows)
 
+    users.add_map(readable.sms_phones(config.default_phone_region))
+    names = readable.plain_names(lambda: config.language or holder["s"].site_info().get("lang"))
+    for resource in (course_categories, courses, grades, course_contents, assignments):
+        resource.add_map(names)
     return (site_info, course_categories, courses, enrolments, users, grades, course_engagement,
             activity_completion, course_contents, assignments, assignment_submissions, assignment_user_flags,
             assignment_due_dates)

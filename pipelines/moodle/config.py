@@ -6,9 +6,12 @@ them into one object and rejects what would fail later with a less helpful messa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
+
+import phonenumbers
 
 from . import settings
 from .errors import MoodleConfigError
@@ -40,6 +43,11 @@ class MoodleSettings:
     full_refresh: bool = False
     allow_hidden: Tuple[str, ...] = ()  # gaps to accept: settings.ACCEPTABLE_GAPS
     due_date_overrides: bool = False  # read per-student overrides (one call per student and assignment)
+    # names typed in several languages (multilang blocks) are read in this one (e.g. sw); None: the language
+    # Moodle reports for the token's user, normally the site's default
+    language: Optional[str] = None
+    # phones typed without a country code are read in the user's country, else in this one (ISO code, e.g. KE)
+    default_phone_region: Optional[str] = None
     # HTTP basic auth in front of Moodle, given as https://user:password@host: taken out of base_url, so the
     # address printed in messages and stored in the run log never carries it
     http_auth: Optional[Tuple[str, str]] = field(default=None, repr=False)
@@ -70,6 +78,9 @@ class MoodleSettings:
                 f"{_env('username')} and {_env('password')} (with {_env('service')}) in .dlt/secrets.toml "
                 "or the environment."
             )
+        for name, check in (("language", _language), ("default_phone_region", _region)):
+            if options.get(name) is not None:
+                options[name] = check(options[name])
         built = cls(
             base_url=url,
             token=token,
@@ -139,6 +150,28 @@ def normalise_base_url(base_url: Optional[str], allow_insecure_http: bool) -> st
             f"{_env('allow_insecure_http')}=true if this is a test server you trust."
         )
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _language(value: object) -> Optional[str]:
+    """A Moodle language pack code (en, sw, pt_br; "pt-BR" read as pt_br), or None when blank."""
+    code = str(value).strip().lower().replace("-", "_")
+    if not code:
+        return None
+    if not re.fullmatch(r"[a-z]{2,3}(_[a-z0-9]+)*", code):
+        raise MoodleConfigError(f"{_env('language')}={value!r} is not a Moodle language code: use one such as en, "
+                                "sw or pt_br (Site administration > Language > Language packs lists them).")
+    return code
+
+
+def _region(value: object) -> Optional[str]:
+    """A country code libphonenumber knows (KE, UG, IN), or None when blank."""
+    code = str(value).strip().upper()
+    if not code:
+        return None
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise MoodleConfigError(f"{_env('default_phone_region')}={value!r} is not a country code: use the two-letter "
+                                "ISO code of the country whose numbers students type without +, e.g. KE or UG.")
+    return code
 
 
 def _gap_names(values: Optional[Sequence[str]]) -> Tuple[str, ...]:

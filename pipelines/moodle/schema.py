@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from . import readable
+
 T = "text"
 I = "bigint"  # noqa: E741 - one letter a type keeps the column table readable
 B = "bool"
@@ -62,7 +64,13 @@ PRIMARY_KEYS: Dict[str, Any] = {
 
 
 def columns(table: str) -> Dict[str, Dict[str, Any]]:
-    """dlt column hints; every run also stamps `extracted_at`."""
+    """dlt column hints; every run also stamps `extracted_at`, and readable.py adds each text column's
+    `<column>_plain` and each phone's `<column>_e164`."""
     cols = {name: {"data_type": t, "nullable": True} for name, t in TABLES[table].items()}
+    for column in readable.TEXT_COLUMNS.get(table, ()):
+        cols[f"{column}_plain"] = {"data_type": T, "nullable": True}
+    if table == "users":
+        for column in readable.PHONE_COLUMNS:
+            cols[f"{column}_e164"] = {"data_type": T, "nullable": True}
     cols["extracted_at"] = {"data_type": "timestamp", "nullable": True}
     return cols

@@ -1,5 +1,6 @@
--- E.164 numbers for SMS, read in the user's country when typed without a country code, and why a number is missing:
--- a number Moodle hid from the token's user is not "no phone".
+-- The number SMS goes to, and why a number is missing: a number Moodle hid from the token's user is not "no phone".
+-- The extract reads each phone as E.164, in the user's country when typed without a country code
+-- (pipelines/moodle/readable.py); NULL where a number is empty, unparseable or impossible.
 with hidden as (
     select count(*) > 0 as phones_hidden
     from {{ ref('stg_moodle__access_gaps') }}
@@ -11,8 +12,8 @@ numbers as (
         user_id,
         phone1,
         phone2,
-        e164(phone1, coalesce(country_code, {{ "'" ~ var('default_phone_region') ~ "'" if var('default_phone_region') else 'null' }})) as phone1_e164,
-        e164(phone2, coalesce(country_code, {{ "'" ~ var('default_phone_region') ~ "'" if var('default_phone_region') else 'null' }})) as phone2_e164
+        phone1_e164,
+        phone2_e164
     from {{ ref('stg_moodle__users') }}
 )
 

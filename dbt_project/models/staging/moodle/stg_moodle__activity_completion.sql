@@ -8,4 +8,3 @@ select
     {{ moodle_ts('timecompleted') }} as completed_at,
     extracted_at
 from {{ source('moodle_raw', 'activity_completion') }}
-qualify row_number() over (partition by user_id, cmid order by extracted_at desc) = 1

@@ -6,4 +6,3 @@ select
     {{ moodle_ts('cutoffdate') }} as cutoff_at,
     extracted_at
 from {{ source('moodle_raw', 'assignment_due_dates') }}
-qualify row_number() over (partition by assignment_id, user_id order by extracted_at desc) = 1

@@ -10,4 +10,3 @@ select
     coalesce(teamsubmission = 1, false) as is_team_submission,
     extracted_at
 from {{ source('moodle_raw', 'assignments') }}
-qualify row_number() over (partition by id order by extracted_at desc) = 1

@@ -9,4 +9,3 @@ select
     {{ moodle_ts('timemodified') }} as modified_at,
     extracted_at
 from {{ source('moodle_raw', 'course_categories') }}
-qualify row_number() over (partition by id order by extracted_at desc) = 1

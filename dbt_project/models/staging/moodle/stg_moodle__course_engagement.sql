@@ -6,4 +6,3 @@ select
     {{ moodle_ts('lastaccess') }} as last_course_access_at,
     extracted_at
 from {{ source('moodle_raw', 'course_engagement') }}
-qualify row_number() over (partition by user_id, course_id order by extracted_at desc) = 1

@@ -10,4 +10,3 @@ select
     completion as completion_tracking,
     extracted_at
 from {{ source('moodle_raw', 'course_modules') }}
-qualify row_number() over (partition by id order by extracted_at desc) = 1

@@ -6,4 +6,3 @@ select
     visible = 1 as is_visible,
     extracted_at
 from {{ source('moodle_raw', 'course_sections') }}
-qualify row_number() over (partition by id order by extracted_at desc) = 1

@@ -9,4 +9,3 @@ select
     nullif(group_ids, '') as group_ids,
     extracted_at as seen_at
 from {{ source('moodle_raw', 'enrolments') }}
-qualify row_number() over (partition by course_id, user_id order by extracted_at desc) = 1

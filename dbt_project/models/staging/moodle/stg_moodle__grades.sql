@@ -22,4 +22,3 @@ select
     coalesce(gradeishidden, false) as is_hidden,
     extracted_at
 from {{ source('moodle_raw', 'grades') }}
-qualify row_number() over (partition by course_id, user_id, grade_item_id order by extracted_at desc) = 1

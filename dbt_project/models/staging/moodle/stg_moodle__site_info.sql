@@ -5,4 +5,3 @@ select
     version as moodle_version,
     extracted_at
 from {{ source('moodle_raw', 'site_info') }}
-qualify row_number() over (partition by siteurl order by extracted_at desc) = 1

@@ -7,6 +7,8 @@ select
     nullif(trim(email), '') as email,
     nullif(trim(phone1), '') as phone1,
     nullif(trim(phone2), '') as phone2,
+    phone1_e164,
+    phone2_e164,
     nullif(trim(address), '') as address,
     nullif(trim(city), '') as city,
     nullif(upper(trim(country)), '') as country_code,
@@ -20,4 +22,3 @@ select
     customfields as custom_fields,
     extracted_at
 from {{ source('moodle_raw', 'users') }}
-qualify row_number() over (partition by id order by extracted_at desc) = 1
