@@ -1,13 +1,18 @@
 -- Activity completion per student and course: done out of the activities that track completion.
 with tracked as (
-    select course_id, count(*) as activities_total
+    select
+        course_id,
+        count(*) as activities_total
     from {{ ref('stg_moodle__course_modules') }}
     where completion_tracking > 0
     group by course_id
 ),
 
 done as (
-    select course_id, user_id, count(case when is_done then 1 end) as activities_done
+    select
+        course_id,
+        user_id,
+        count(case when is_done then 1 end) as activities_done
     from {{ ref('stg_moodle__activity_completion') }}
     group by course_id, user_id
 )
@@ -20,7 +25,7 @@ select
     case when t.activities_total > 0 then round(100.0 * coalesce(d.activities_done, 0) / t.activities_total, 1) end
         as activities_percent
 from {{ ref('int_moodle__enrolments') }} as e
-join {{ ref('stg_moodle__courses') }} as c using (course_id)
+inner join {{ ref('stg_moodle__courses') }} as c using (course_id)
 left join tracked as t using (course_id)
 left join done as d using (course_id, user_id)
 where e.is_student and c.has_completion_tracking

@@ -4,11 +4,14 @@
 -- phone, and so does a course total that includes one: the student's own report blanks it (Moodle's default
 -- "hide totals if they contain hidden items"), and a token that may see hidden grades must not leak it.
 with visible_items as (
-    select * from {{ ref('stg_moodle__grades') }} where not is_hidden
+    select * from {{ ref('stg_moodle__grades') }}
+    where not is_hidden
 ),
 
 hides_total as (
-    select course_id, user_id
+    select
+        course_id,
+        user_id
     from {{ ref('stg_moodle__grades') }}
     where is_hidden and grade_raw is not null
     group by course_id, user_id
@@ -24,14 +27,16 @@ select
     count(case when i.is_gradable and i.grade_raw is not null then 1 end) as graded_items,
     count(case when i.is_gradable then 1 end) as grade_items,
     left(string_agg(
-        case when i.is_gradable then
-            i.item_name || ': ' || case
-                when i.grade_raw is not null and i.grade_max is not null
-                    then format('{:g}', round(i.grade_raw, 2)) || '/' || format('{:g}', round(i.grade_max, 2))
-                when i.grade_max is not null then '-/' || format('{:g}', round(i.grade_max, 2))
-                else coalesce(i.grade_formatted, '-')
-            end
-        end, '; ' order by i.grade_item_id), 1000) as grade_summary
+        case
+            when i.is_gradable then
+                i.item_name || ': ' || case
+                    when i.grade_raw is not null and i.grade_max is not null
+                        then format('{:g}', round(i.grade_raw, 2)) || '/' || format('{:g}', round(i.grade_max, 2))
+                    when i.grade_max is not null then '-/' || format('{:g}', round(i.grade_max, 2))
+                    else coalesce(i.grade_formatted, '-')
+                end
+        end, '; ' order by i.grade_item_id
+    ), 1000) as grade_summary
 from visible_items as i
 left join hides_total as h using (course_id, user_id)
 group by i.course_id, i.user_id

@@ -8,29 +8,42 @@ with due as (
         a.assignment_id,
         greatest(coalesce(dd.due_at, a.due_at), f.extension_due_at) as due_at
     from {{ ref('int_moodle__enrolments') }} as e
-    join {{ ref('stg_moodle__assignments') }} as a using (course_id)
+    inner join {{ ref('stg_moodle__assignments') }} as a using (course_id)
     left join {{ ref('stg_moodle__assignment_due_dates') }} as dd using (assignment_id, user_id)
     left join {{ ref('stg_moodle__assignment_user_flags') }} as f using (assignment_id, user_id)
     where e.is_student and not a.is_offline
 ),
 
 own as (
-    select assignment_id, user_id, modified_at as submitted_at
+    select
+        assignment_id,
+        user_id,
+        modified_at as submitted_at
     from {{ ref('stg_moodle__assignment_submissions') }}
     where submission_status = 'submitted' and user_id <> 0
 ),
 
 team as (
-    select s.assignment_id, m.user_id, s.modified_at as submitted_at
+    select
+        s.assignment_id,
+        m.user_id,
+        s.modified_at as submitted_at
     from {{ ref('stg_moodle__assignment_submissions') }} as s
-    join {{ ref('stg_moodle__assignments') }} as a using (assignment_id)
-    join {{ ref('int_moodle__group_members') }} as m on m.course_id = a.course_id and m.group_id = s.group_id
+    inner join {{ ref('stg_moodle__assignments') }} as a using (assignment_id)
+    inner join {{ ref('int_moodle__group_members') }} as m on a.course_id = m.course_id and s.group_id = m.group_id
     where s.submission_status = 'submitted' and s.user_id = 0
 ),
 
 submitted as (
-    select assignment_id, user_id, max(submitted_at) as submitted_at
-    from (select * from own union all select * from team)
+    select
+        assignment_id,
+        user_id,
+        max(submitted_at) as submitted_at
+    from (
+        select * from own
+        union all
+        select * from team
+    ) as either_way
     group by assignment_id, user_id
 )
 

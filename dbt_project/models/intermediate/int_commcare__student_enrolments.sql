@@ -34,8 +34,8 @@ select
     e.enrolment_status <> 'active' or u.is_suspended as should_close
 from {{ ref('int_moodle__enrolments') }} as e
 cross join {{ ref('int_moodle__site') }} as site
-join {{ ref('stg_moodle__courses') }} as c using (course_id)
-join {{ ref('stg_moodle__users') }} as u using (user_id)
+inner join {{ ref('stg_moodle__courses') }} as c using (course_id)
+inner join {{ ref('stg_moodle__users') }} as u using (user_id)
 left join {{ ref('int_commcare__course_owners') }} as o using (course_id)
 left join {{ ref('int_commcare__enrolment_engagement') }} as ee using (course_id, user_id)
 left join {{ ref('int_commcare__enrolment_grades') }} as g using (course_id, user_id)

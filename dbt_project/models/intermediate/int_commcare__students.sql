@@ -9,7 +9,8 @@ with per_student as (
             arg_min(owner_id, course_id) filter (where enrolment_status = 'active' and owner_id is not null),
             arg_min(owner_id, course_id) filter (where owner_id is not null)
         ) as owner_id,
-        count(case when enrolment_status = 'active' and engagement_status in ('at_risk', 'inactive') then 1 end) as courses_behind,
+        count(case when enrolment_status = 'active' and engagement_status in ('at_risk', 'inactive') then 1 end)
+            as courses_behind,
         count(case when enrolment_status = 'active' and engagement_status = 'inactive' then 1 end) as courses_inactive,
         count(case when enrolment_status = 'active' and engagement_status = 'not_started' then 1 end) as courses_not_started,
         count(case when enrolment_status = 'active' and engagement_status <> 'unknown' then 1 end) as courses_known
@@ -52,5 +53,5 @@ select
     p.active_course_count = 0 or u.is_suspended as should_close
 from per_student as p
 cross join {{ ref('int_moodle__site') }} as site
-join {{ ref('stg_moodle__users') }} as u using (user_id)
+inner join {{ ref('stg_moodle__users') }} as u using (user_id)
 left join {{ ref('int_commcare__user_phones') }} as ph using (user_id)

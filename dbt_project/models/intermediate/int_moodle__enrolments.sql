@@ -14,4 +14,4 @@ select
     e.is_course_access_known,
     e.last_course_access_at
 from {{ ref('stg_moodle__enrolments') }} as e
-join {{ ref('stg_moodle__enrolment_snapshots') }} as s using (course_id)
+inner join {{ ref('stg_moodle__enrolment_snapshots') }} as s using (course_id)

@@ -2,16 +2,19 @@
 -- The key is the one pinned at the first transform (ops.site_identity, moodle_commcare/site_identity.py), so a
 -- `dbt build` run by hand after the site moved keeps every case's id; a slug of the address only before that.
 {% set pinned = adapter.get_relation(database=target.database, schema='ops', identifier='site_identity') if execute else none %}
+{% if var('moodle_site_key') %}
+    {% set site_key = "'" ~ var('moodle_site_key') ~ "'" %}
+{% else %}
+    {% set site_key %}
+        coalesce(
+            {% if pinned %}(select max(site_key) from {{ pinned }}),{% endif %}
+            trim(regexp_replace(lower(regexp_replace(site_url, '^[a-z]+://(www\.)?', '')), '[^a-z0-9]+', '-', 'g'), '-')
+        )
+    {% endset %}
+{% endif %}
 select
     site_url,
     site_name,
-    {% if var('moodle_site_key') %}
-    '{{ var("moodle_site_key") }}' as site_key
-    {% else %}
-    coalesce(
-        {% if pinned %}(select max(site_key) from {{ pinned }}),{% endif %}
-        trim(regexp_replace(lower(regexp_replace(site_url, '^[a-z]+://(www\.)?', '')), '[^a-z0-9]+', '-', 'g'), '-')
-    ) as site_key
-    {% endif %}
+    {{ site_key }} as site_key
 from {{ ref('stg_moodle__site_info') }}
 qualify row_number() over (order by extracted_at desc) = 1

@@ -32,5 +32,5 @@ select
     se.grade_summary,
     case when se.should_close then 'yes' end as close
 from {{ ref('int_commcare__student_enrolments') }} as se
-join {{ ref('int_commcare__students') }} as st using (user_id)
+inner join {{ ref('int_commcare__students') }} as st using (user_id)
 where se.owner_id is not null and st.owner_id is not null

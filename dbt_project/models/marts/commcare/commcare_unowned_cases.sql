@@ -16,8 +16,10 @@ select
     se.external_id,
     se.user_id as moodle_user_id,
     se.course_id as moodle_course_id,
-    case when se.owner_id is null then 'course ' || se.course_shortname || ' maps to no CommCare owner'
-         else 'its student case has no owner' end as reason
+    case
+        when se.owner_id is null then 'course ' || se.course_shortname || ' maps to no CommCare owner'
+        else 'its student case has no owner'
+    end as reason
 from {{ ref('int_commcare__student_enrolments') }} as se
-join {{ ref('int_commcare__students') }} as st using (user_id)
+inner join {{ ref('int_commcare__students') }} as st using (user_id)
 where se.owner_id is null or st.owner_id is null

@@ -5,4 +5,4 @@ select
     g.fix as gap_fix,
     g.accepted as is_accepted
 from {{ source('moodle_raw', 'access_gaps') }} as g
-where g.extracted_at = (select max(extracted_at) from {{ source('moodle_raw', 'site_info') }})
+where g.extracted_at = (select max(s.extracted_at) from {{ source('moodle_raw', 'site_info') }} as s)

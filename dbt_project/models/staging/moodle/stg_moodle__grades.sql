@@ -12,8 +12,10 @@ select
     grademin as grade_min,  -- NULL when the course hides ranges
     grademax as grade_max,
     coalesce(
-        case when graderaw is not null and grademax > grademin
-             then round((graderaw - grademin) / (grademax - grademin) * 100, 2) end,
+        case
+            when graderaw is not null and grademax > grademin
+                then round((graderaw - grademin) / (grademax - grademin) * 100, 2)
+        end,
         try_cast(regexp_extract(percentageformatted, '^\s*([0-9]+(\.[0-9]+)?)', 1) as double)
     ) as grade_percent,
     nullif(lettergradeformatted, '-') as grade_letter,  -- only when the user report shows letters
