@@ -21,8 +21,8 @@ from moodle_commcare.transform import run_transform
 from pipelines.moodle.errors import MoodleError
 
 from .conftest import SMALL, Warehouse
+from .export_support import assert_store_matches_marts, settings
 from .oracle import VARS, cases, compare, enrolment_cases, student_cases
-from .test_export import assert_store_matches_marts, settings
 
 VERSIONS = ["4.1", "4.5"]
 

@@ -270,7 +270,8 @@ class MoodleEmulator:
                 with emulator._lock:
                     emulator.requests[function] += 1
                     if emulator.keep_log:
-                        emulator.request_log.append({"function": function, "vars": len(pairs), "params": params,
+                        emulator.request_log.append({"function": function, "at": time.monotonic(), "vars": len(pairs),
+                                                     "params": params,
                                                      "method": self.command, "query": url.query,
                                                      "settings": {k: v for k, v in flat.items()
                                                                   if k.startswith("moodlewssetting")}})
