@@ -94,6 +94,48 @@ def test_bad_number_in_the_environment_names_the_setting(warehouse: Warehouse, m
     assert warehouse.moodle.requests.total() == 0, "nothing asked of Moodle"
 
 
+@pytest.mark.parametrize("name, value, hint", [
+    ("CHUNK_ROWS", "abc", "COMMCARE__CHUNK_ROWS='abc' is not a valid int"),
+    ("MAX_ATTEMPTS", "0", "COMMCARE__MAX_ATTEMPTS=0: must be a whole number of at least 1"),
+    ("ALLOW_INSECURE_HTTP", "maybe", "COMMCARE__ALLOW_INSECURE_HTTP='maybe' is not a valid bool"),
+])
+def test_bad_commcare_settings_in_the_environment_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                                   value: str, hint: str) -> None:
+    from exports.commcare import CommCareSettings
+    from exports.commcare.errors import CommCareConfigError
+
+    monkeypatch.setenv(f"COMMCARE__{name}", value)
+    with pytest.raises(CommCareConfigError) as caught:
+        CommCareSettings.from_dlt()
+    assert hint in str(caught.value)
+
+
+def test_commcare_settings_come_from_the_environment_and_options_win(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    from exports.commcare import CommCareSettings
+
+    monkeypatch.setenv("COMMCARE__PROJECT", "school")
+    monkeypatch.setenv("COMMCARE__API_KEY", "k3y")
+    monkeypatch.setenv("COMMCARE__CHUNK_ROWS", "500")
+    monkeypatch.setenv("COMMCARE__OUT_DIR", str(tmp_path / "from-env"))
+    settings = CommCareSettings.from_dlt(out_dir=tmp_path / "from-option", max_attempts=None)
+    assert (settings.project, settings.api_key, settings.chunk_rows) == ("school", "k3y", 500)
+    assert settings.out_dir == tmp_path / "from-option" and settings.max_attempts == 5
+    assert settings.base_url == "https://www.commcarehq.org"
+
+
+def test_a_secret_in_config_toml_is_refused_naming_it(tmp_path: Path) -> None:
+    """config.toml is for what may be shown; an API key there stops the export rather than being sent."""
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text('[commcare]\nproject = "school"\napi_key = "k3y"\n')
+    run = subprocess.run([sys.executable, "-m", "moodle_commcare.cli", "export", "--upload"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    said = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == ExitCode.SETTINGS, said
+    assert "COMMCARE__API_KEY is a secret: move it from config.toml to .dlt/secrets.toml" in said, said
+    assert "k3y" not in said
+
+
 @pytest.mark.parametrize("setting, value, hint", [
     ("chunk_rows", 0, "COMMCARE__CHUNK_ROWS=0: rows per workbook must be between 1"),
     ("poll_interval", 0, "COMMCARE__POLL_INTERVAL=0: must be a number of seconds above 0"),
