@@ -18,10 +18,12 @@ from rich.markup import escape
 from pipelines.moodle_pipeline import run_extract
 
 from .failures import ExitCode, classify, disk_full_message
-from .warehouse import connect
-from .warehouse import resolve as duckdb_path
+from .warehouse import Warehouse
 
-DUCKDB_OPTION = typer.Option(None, help="DuckDB file (default: $MOODLE_COMMCARE_DUCKDB or ./moodle.duckdb).")
+WAREHOUSE_OPTION = typer.Option(
+    None, "--warehouse", "--duckdb", metavar="FILE",
+    help="The warehouse: a DuckDB file, or duckdb:///path/to/file.duckdb (default: $MOODLE_COMMCARE_WAREHOUSE, else "
+         "./moodle.duckdb). --duckdb is its former name.")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
@@ -64,12 +66,19 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _extract(duckdb: Optional[Path], **options) -> None:  # type: ignore[no-untyped-def]
+def _warehouse(option: Optional[str]) -> Warehouse:
+    """The warehouse the option (or the setting) names; a destination this version cannot use is a settings error."""
+    with failing_as("Warehouse setting"):
+        return Warehouse.of(option)
+    raise AssertionError("unreachable: failing_as exits")
+
+
+def _extract(warehouse: Warehouse, **options) -> None:  # type: ignore[no-untyped-def]
     from .report import print_extract
 
-    with failing_as("Moodle extract failed", where=f"the warehouse ({duckdb_path(duckdb).parent})"):
+    with failing_as("Moodle extract failed", where=f"the warehouse ({warehouse.path.parent})"):
         with console.status("Extracting from Moodle…") as status:
-            report = run_extract(duckdb, on_progress=_progress(status), **options)
+            report = run_extract(warehouse, on_progress=_progress(status), **options)
     print_extract(console, report)
 
 
@@ -85,7 +94,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log warnin
 
 @app.command()
 def extract(
-    duckdb: Optional[Path] = DUCKDB_OPTION,
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Re-fetch grades, completion and contents everywhere."),
     course_id: Optional[List[int]] = typer.Option(None, "--course-id", help="Limit to these courses (repeatable)."),
 ) -> None:
@@ -93,22 +102,22 @@ def extract(
     options: Dict[str, Any] = {"full_refresh": True} if full_refresh else {}
     if course_id:
         options["course_ids"] = course_id
-    _extract(duckdb, **options)
+    _extract(_warehouse(warehouse), **options)
 
 
-def _transform(duckdb: Optional[Path], dbt_vars: Optional[dict] = None, quiet: bool = False,
+def _transform(warehouse: Warehouse, dbt_vars: Optional[dict] = None, quiet: bool = False,
                accept_site_move: bool = False) -> None:
     from .report import print_cases
     from .transform import case_summary, run_transform
 
     with failing_as("Transform failed"):
-        report = run_transform(duckdb, dbt_vars=dbt_vars, quiet=quiet, accept_site_move=accept_site_move)
-        print_cases(console, report, case_summary(duckdb))
+        report = run_transform(warehouse, dbt_vars=dbt_vars, quiet=quiet, accept_site_move=accept_site_move)
+        print_cases(console, report, case_summary(warehouse))
 
 
 @app.command()
 def transform(
-    duckdb: Optional[Path] = DUCKDB_OPTION,
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
     var: Optional[List[str]] = typer.Option(
         None, "--var", help="dbt var as NAME=VALUE (VALUE in JSON for numbers and lists), e.g. commcare_default_owner_id=abc123 "
              "(repeatable)."),
@@ -123,7 +132,7 @@ def transform(
             err.print(f"[bold red]--var {escape(repr(item))}:[/] write it as NAME=VALUE")
             raise typer.Exit(ExitCode.SETTINGS)
         dbt_vars[name.strip()] = _var_value(value)
-    _transform(duckdb, dbt_vars, accept_site_move=accept_site_move)
+    _transform(_warehouse(warehouse), dbt_vars, accept_site_move=accept_site_move)
 
 
 def _var_value(text: str) -> object:
@@ -137,7 +146,7 @@ def _var_value(text: str) -> object:
         return text
 
 
-def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
+def _export(warehouse: Warehouse, upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
             **settings) -> None:  # type: ignore[no-untyped-def]
     from exports.commcare import CommCareSettings, run_export
 
@@ -147,12 +156,12 @@ def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, all
 
     def where() -> str:
         folder = config.out_dir.resolve() if config is not None else "COMMCARE__OUT_DIR"
-        return f"the warehouse ({duckdb_path(duckdb).parent}) or the workbook folder ({folder})"
+        return f"the warehouse ({warehouse.path.parent}) or the workbook folder ({folder})"
 
     with failing_as("CommCare export failed", where=where):
         config = CommCareSettings.from_dlt(**settings)
         with console.status("Exporting to CommCare…") as status:
-            report = run_export(duckdb_path(duckdb), config, upload=upload, dry_run=dry_run, full=full,
+            report = run_export(warehouse, config, upload=upload, dry_run=dry_run, full=full,
                                 allow_mass_change=allow_mass_change, on_progress=lambda msg: status.update(msg))
     print_export(console, report)
     if any(t.failed for t in report.types):
@@ -161,7 +170,7 @@ def _export(duckdb: Optional[Path], upload: bool, dry_run: bool, full: bool, all
 
 @app.command()
 def export(
-    duckdb: Optional[Path] = DUCKDB_OPTION,
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
     upload: bool = typer.Option(False, "--upload", help="Upload to CommCare's bulk case import ([commcare] settings)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be sent; write and send nothing."),
     full: bool = typer.Option(False, "--full", help="Send every case again, changed or not."),
@@ -171,31 +180,30 @@ def export(
     out: Optional[Path] = typer.Option(None, help="Folder for the workbooks (default exports/out)."),
 ) -> None:
     """Write changed cases as bulk-import workbooks (always) and upload them (--upload)."""
-    _export(duckdb, upload, dry_run, full, allow_mass_change, out_dir=out)
+    _export(_warehouse(warehouse), upload, dry_run, full, allow_mass_change, out_dir=out)
 
 
 @app.command()
 def status(
-    duckdb: Optional[Path] = DUCKDB_OPTION,
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
 ) -> None:
     """The last extract, transform and export, with their counts."""
-    from . import markers, runlog
+    from . import markers
     from .report import print_status
-    from .runlock import holder
 
-    path = duckdb_path(duckdb)
-    running = holder(path)
+    wh = _warehouse(warehouse)
+    running = wh.lock_holder()
     if running is not None:
         console.print(f"Running now: {running.get('stage', 'a run')} (process {running.get('pid')} on "
                       f"{running.get('host')}, since {running.get('started_at')}).")
     with failing_as("Status unavailable"):
-        runs = runlog.latest(path)
-        fences = {stage: markers.read_marker(path, table) for stage, table in
+        runs = wh.last_runs()
+        fences = {stage: wh.marker(table) for stage, table in
                   (("extract", markers.EXTRACT_LOAD), ("transform", markers.TRANSFORM_BUILD))}
     if not runs:
-        console.print(f"Nothing has run against {path} yet: start with `moodle-commcare extract`.")
+        console.print(f"Nothing has run against {wh} yet: start with `moodle-commcare extract`.")
         return
-    print_status(console, path, runs)
+    print_status(console, wh.path, runs)
     if running is None and fences["extract"] == "loading":
         err.print("[bold yellow]The last extract stopped while loading:[/] transform waits until "
                   "`moodle-commcare extract` has finished that load.")
@@ -206,7 +214,8 @@ def status(
 
 @app.command()
 def demo(
-    duckdb: Path = typer.Option(Path("moodle.duckdb"), help="DuckDB file to load into."),
+    warehouse: str = typer.Option("moodle.duckdb", "--warehouse", "--duckdb", metavar="FILE",
+                                  help="The warehouse to load into (a DuckDB file); --duckdb is its former name."),
     students: int = typer.Option(150, help="Students in the generated demo school."),
     courses: int = typer.Option(12, help="Courses in the generated demo school."),
 ) -> None:
@@ -219,29 +228,28 @@ def demo(
 
     spec = SchoolSpec(students=students, courses=courses, now=int(time.time()))
     from . import demo as demo_settings
-    from .runlock import run_lock
 
     held = ExitStack()
     with failing_as("Demo failed"):  # one lock for the three stages: no other run slips in between them
-        held.enter_context(run_lock(duckdb_path(duckdb), "demo"))
+        wh = Warehouse.of(warehouse)
+        held.enter_context(wh.run_lock("demo"))
     with held, MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=demo_settings.OWNERS) as hq:
         console.rule("1. Extract: Moodle emulator → DuckDB")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
-        _extract(duckdb, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
+        _extract(wh, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
         console.rule("2. Transform: dbt → CommCare case tables")
-        _transform(duckdb, demo_settings.dbt_vars(), quiet=True)
+        _transform(wh, demo_settings.dbt_vars(), quiet=True)
         console.rule("3. Export: changed cases → CommCare emulator's bulk case import")
         console.print(f"CommCare emulator (project {hq.domain}) at {hq.base_url}")
-        _forget_commcare(duckdb)  # this CommCare emulator starts empty: so do the ledger and the job journal
-        _export(duckdb, upload=True, dry_run=False, full=False, base_url=hq.base_url, project=hq.domain,
+        _forget_commcare(wh)  # this CommCare emulator starts empty: so do the ledger and the job journal
+        _export(wh, upload=True, dry_run=False, full=False, base_url=hq.base_url, project=hq.domain,
                 username=hq.username, api_key=hq.api_key, allow_insecure_http=True, poll_interval=0.2)
 
 
-def _forget_commcare(duckdb: Optional[Path]) -> None:
+def _forget_commcare(warehouse: Warehouse) -> None:
     from exports.commcare.ledger import SCHEMA
-    path = duckdb_path(duckdb)
-    if path.exists():
-        con = connect(path)
+    if warehouse.exists():
+        con = warehouse.connect()
         try:
             con.execute(f"drop schema if exists {SCHEMA} cascade")
         finally:

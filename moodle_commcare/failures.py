@@ -60,7 +60,7 @@ def classify(exc: BaseException) -> Optional[Tuple[ExitCode, BaseException]]:
 
     from .runlock import RunLocked
     from .transform import TransformError
-    from .warehouse import WarehouseBusy
+    from .warehouse import WarehouseBusy, WarehouseConfigError
 
     full = disk_full(exc)
     if full is not None:
@@ -69,7 +69,7 @@ def classify(exc: BaseException) -> Optional[Tuple[ExitCode, BaseException]]:
         if isinstance(cause, KeyboardInterrupt):  # dlt's SignalReceivedException is one too
             return ExitCode.INTERRUPTED, cause
         for kinds, code in (
-            ((moodle.MoodleConfigError, commcare.CommCareConfigError), ExitCode.SETTINGS),
+            ((moodle.MoodleConfigError, commcare.CommCareConfigError, WarehouseConfigError), ExitCode.SETTINGS),
             ((RunLocked, WarehouseBusy), ExitCode.BUSY),
             ((TransformError, commcare.CommCareNotReady), ExitCode.NOT_READY),
             ((commcare.CommCareMassChange,), ExitCode.MASS_CHANGE),

@@ -13,7 +13,7 @@ from typing import Optional
 
 import duckdb
 
-from .warehouse import UTC_NOW_SQL, connect
+from .database import UTC_NOW_SQL, connect
 
 EXTRACT_LOAD = "ops.extract_load"  # 'loading' | 'complete'
 TRANSFORM_BUILD = "ops.transform_build"  # 'building' | 'failed' | 'complete'

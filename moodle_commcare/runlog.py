@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 import duckdb
 
-from .warehouse import connect, scalar
+from .database import connect, scalar
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 import duckdb
 
-from .warehouse import UTC_NOW_SQL, connect
+from .database import UTC_NOW_SQL, connect
 
 TABLE = "ops.site_identity"
 
@@ -57,14 +57,14 @@ def pin(db: Path, dbt_vars: Optional[Dict[str, Any]], accept_move: bool = False)
             raise SiteMoved(
                 f"moodle_site_key={wanted!r}, but this warehouse's cases carry the site key {key!r}: a new key would "
                 "give every student and enrolment a new case in CommCare, the old ones left open. Drop the var to "
-                "keep the key, or start a new warehouse file (MOODLE_COMMCARE_DUCKDB) and CommCare project for it.")
+                "keep the key, or start a new warehouse (--warehouse, MOODLE_COMMCARE_WAREHOUSE) and CommCare project for it.")
         if url != known_url:
             if not accept_move:
                 raise SiteMoved(
                     f"The Moodle site's address changed from {known_url} to {url}. This warehouse's cases carry the "
                     f"site key {key!r}. If it is the same site at a new address, run `moodle-commcare transform "
                     "--accept-site-move`: the key is kept, so every case stays the same. If it is another Moodle "
-                    "site, use a new warehouse file (MOODLE_COMMCARE_DUCKDB) for it.")
+                    "site, use a new warehouse (--warehouse, MOODLE_COMMCARE_WAREHOUSE) for it.")
             con.execute(f"update {TABLE} set site_url = ?, moved_from = ?", [url, known_url])
         return str(key)
     finally:

@@ -11,20 +11,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Union
 
-from .warehouse import busy, connect, scalar
-from .warehouse import resolve as duckdb_path
+from .warehouse import CASE_TYPES, UNOWNED_TABLE, Warehouse, scalar
+
+Where = Union[Warehouse, Path, str, None]  # a warehouse, or what Warehouse.of reads as one
 
 # Shipped as package data, so an installed moodle-commcare finds it as a checkout does.
 PROJECT_DIR = Path(str(files("dbt_project"))).resolve()
 
 
-def artifacts_dir(db: Optional[Path | str] = None) -> Path:
-    """Where dbt writes its target (manifest, run results, partial-parse cache) and logs for a warehouse: beside
-    the warehouse file, as dlt's working folder is, never inside the installed or checked-out project."""
-    path = duckdb_path(db)
-    return path.parent / ".dbt" / path.stem
+def artifacts_dir(db: Where = None) -> Path:
+    """Where dbt writes its target (manifest, run results, partial-parse cache) and logs for a warehouse."""
+    return Warehouse.of(db).dbt_artifacts_dir
 
 
 def _dbt_error(output: str) -> str:
@@ -68,7 +67,7 @@ class DbtResult:
         return self.output_tail.strip() or f"dbt exited with code {self.returncode}"
 
 
-def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
+def run_dbt(args: List[str], db: Where = None, dbt_vars: Optional[Dict[str, Any]] = None,
             quiet: bool = True) -> DbtResult:
     """Run dbt on the project in a child process, with the warehouse path and vars.
 
@@ -77,11 +76,11 @@ def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional
     dies with this process (a kill of the run leaves no dbt writing behind it), and its output is shown unless
     quiet, keeping the end of it for an error message.
     """
-    path = duckdb_path(db)
-    if not path.exists():
-        raise TransformError(f"{path} does not exist: run `moodle-commcare extract` first (or set "
-                             "MOODLE_COMMCARE_DUCKDB).")
-    artifacts = artifacts_dir(path)
+    warehouse = Warehouse.of(db)
+    if not warehouse.exists():
+        raise TransformError(f"{warehouse} does not exist: run `moodle-commcare extract` first (or name the "
+                             "warehouse with --warehouse or MOODLE_COMMCARE_WAREHOUSE).")
+    artifacts = warehouse.dbt_artifacts_dir
     results_file = artifacts / "target" / "run_results.json"
     results_file.unlink(missing_ok=True)  # never read an earlier command's results as this one's
     full = [sys.executable, "-m", "dbt.cli.main", *args, "--project-dir", str(PROJECT_DIR),
@@ -91,7 +90,7 @@ def run_dbt(args: List[str], db: Optional[Path | str] = None, dbt_vars: Optional
         full.append("--quiet")
     if dbt_vars:
         full += ["--vars", json.dumps(dbt_vars)]
-    env = {**os.environ, "MOODLE_COMMCARE_DUCKDB": str(path)}
+    env = {**os.environ, **warehouse.dbt_env()}
     tail: Deque[str] = deque(maxlen=40)
     proc = subprocess.Popen(full, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_die_with_parent)
@@ -128,68 +127,64 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_transform(db: Optional[Path | str] = None, dbt_vars: Optional[Dict[str, Any]] = None,
+def run_transform(db: Where = None, dbt_vars: Optional[Dict[str, Any]] = None,
                   select: Optional[str] = None, quiet: bool = True, accept_site_move: bool = False) -> TransformReport:
     """`dbt build`: seeds, models, unit and data tests. Raises TransformError listing what failed."""
-    from .runlock import run_lock
+    warehouse = Warehouse.of(db)
+    with warehouse.run_lock("transform"):
+        return _run_transform(warehouse, dbt_vars, select, quiet, accept_site_move)
 
-    with run_lock(duckdb_path(db), "transform"):
-        return _run_transform(db, dbt_vars, select, quiet, accept_site_move)
 
-
-def _run_transform(db: Optional[Path | str], dbt_vars: Optional[Dict[str, Any]], select: Optional[str], quiet: bool,
+def _run_transform(warehouse: Warehouse, dbt_vars: Optional[Dict[str, Any]], select: Optional[str], quiet: bool,
                    accept_site_move: bool) -> TransformReport:
     from . import markers, runlog, site_identity
 
     began = runlog.utcnow()
-    path = duckdb_path(db)
-    if markers.read_marker(path, markers.EXTRACT_LOAD) == "loading":
+    if warehouse.marker(markers.EXTRACT_LOAD) == "loading":
         raise TransformError(
             "The last extract stopped while loading (killed, out of memory or disk full): the raw tables may hold "
             "part of one run and part of another, which would read as students leaving. Run `moodle-commcare "
             "extract` again: it finishes the interrupted load first, then this transform can run.")
-    if path.exists():
+    if warehouse.exists():
         try:
-            key = site_identity.pin(path, dbt_vars, accept_move=accept_site_move)
+            key = site_identity.pin(warehouse.path, dbt_vars, accept_move=accept_site_move)
         except site_identity.SiteMoved as exc:
             raise TransformError(str(exc)) from None
         if key is not None:
             dbt_vars = {**(dbt_vars or {}), "moodle_site_key": key}
         # dbt rebuilds model by model: the export reads nothing until all passed
-        markers.set_marker(path, markers.TRANSFORM_BUILD, "building")
+        warehouse.set_marker(markers.TRANSFORM_BUILD, "building")
     args = ["build"] + (["--select", select] if select else [])
-    result = run_dbt(args, path, dbt_vars, quiet)
-    report = TransformReport(duckdb=path, results=result.nodes)
+    result = run_dbt(args, warehouse, dbt_vars, quiet)
+    report = TransformReport(duckdb=warehouse.path, results=result.nodes)
     failures = [f"{r['type']} {r['name']}: {r['message']}" for r in result.nodes if r["status"] in ("error", "fail")]
     summary = {kind: report.count(kind) for kind in ("model", "seed", "unit_test", "test")}
     if not result.success:
-        markers.set_marker(report.duckdb, markers.TRANSFORM_BUILD, "failed")
-        runlog.record_failure(report.duckdb, "transform", "failed", began, {**summary, "failures": failures[:20]})
+        warehouse.set_marker(markers.TRANSFORM_BUILD, "failed")
+        warehouse.record_failure("transform", "failed", began, {**summary, "failures": failures[:20]})
     if result.error is not None:
         if "could not set lock" in result.error.lower():
-            raise busy(report.duckdb)
+            raise warehouse.busy()
         raise TransformError(f"dbt could not run: {_dbt_error(result.error)}")
     if not result.success:
         raise TransformError("dbt build failed:\n  " + "\n  ".join(failures or ["see dbt's output above"]))
-    with connect(report.duckdb, read_only=True) as con:
-        for table in ("commcare_student_cases", "commcare_enrolment_cases", "commcare_unowned_cases"):
-            summary[table] = scalar(con, f"select count(*) from commcare.{table}")
-    markers.set_marker(report.duckdb, markers.TRANSFORM_BUILD, "complete")
-    runlog.record(report.duckdb, "transform", "ok", began, summary)
+    with warehouse.connect(read_only=True) as con:
+        for table in [t.table for t in CASE_TYPES] + [UNOWNED_TABLE]:
+            summary[table] = scalar(con, f"select count(*) from {warehouse.mart(table)}")
+    warehouse.set_marker(markers.TRANSFORM_BUILD, "complete")
+    warehouse.record("transform", "ok", began, summary)
     return report
 
 
-def case_summary(db: Optional[Path | str] = None) -> List[Dict[str, Any]]:
+def case_summary(db: Where = None) -> List[Dict[str, Any]]:
     """Cases per type and status, read from the marts: what the export will have to send."""
-
-    path = duckdb_path(db)
-    with connect(path, read_only=True) as con:
-        rows = con.execute("""
+    warehouse = Warehouse.of(db)
+    cases = " union all ".join(f"select case_type, engagement_status, close from {t.relation}" for t in CASE_TYPES)
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(f"""
             select case_type, engagement_status, count(*) filter (where close is null), count(*) filter (where close = 'yes')
-            from (select case_type, engagement_status, close from commcare.commcare_student_cases
-                  union all select case_type, engagement_status, close from commcare.commcare_enrolment_cases)
-            group by all order by 1, 2""").fetchall()
-        unowned = con.execute("select case_type, count(*) from commcare.commcare_unowned_cases group by 1").fetchall()
+            from ({cases}) group by all order by 1, 2""").fetchall()
+        unowned = con.execute(f"select case_type, count(*) from {warehouse.mart(UNOWNED_TABLE)} group by 1").fetchall()
     out = [{"case_type": t, "engagement_status": s, "open": o, "to_close": c} for t, s, o, c in rows]
     out += [{"case_type": t, "engagement_status": "(no owner: not exported)", "open": n, "to_close": 0} for t, n in unowned]
     return out

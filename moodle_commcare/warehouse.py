@@ -1,66 +1,185 @@
-"""The warehouse at the bottom of every stage: where its file is, and opening it the same way everywhere
-(bounded memory, a clear word when it is busy). Imports nothing of this project."""
+"""The warehouse every stage reads and writes, as one object: where it is, how to open it (memory cap, busy
+file), its run lock, run log and stage markers, the case-type registry and the names of the marts.
+
+Built from the destination setting (`--warehouse`, else MOODLE_COMMCARE_WAREHOUSE, else the older
+MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb). Today the destination is a DuckDB file, given as a path or as
+`duckdb:///path/file.duckdb`; another engine would be another kind of destination behind the same methods, so
+the stages ask the warehouse for a connection, dlt's destination or dbt's environment and never build them
+from a path themselves. The top of the core: imports the run log, lock and markers, which import database.py.
+"""
 
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import duckdb
 
-# DuckDB takes up to 80% of RAM by default; capped, a large merge or sort spills to disk instead.
-DEFAULT_MEMORY_LIMIT = "512MB"  # with Python, dbt and dlt beside it the whole run stays under 1 GB
+from . import database, markers, runlock, runlog
+from .database import UTC_NOW_SQL, WarehouseBusy, one, scalar
 
-
-class WarehouseBusy(Exception):
-    """Another process holds the DuckDB file (a scheduled run, or an analyst's open session)."""
-
-
-def busy(what: object) -> WarehouseBusy:
-    """The one message for a file another process holds, whichever step met it."""
-    return WarehouseBusy(
-        f"{what} is open in another program (another moodle-commcare run, or an analyst's DuckDB session "
-        "holding it for writing). Close it or wait for the run to end, then try again.")
-
+__all__ = ["Warehouse", "WarehouseConfigError", "WarehouseBusy", "CaseType", "CASE_TYPES", "resolve", "one",
+           "scalar", "UTC_NOW_SQL"]
 
 DEFAULT_FILE = "moodle.duckdb"
-# The time a row is written, in UTC as a plain timestamp: every ops and ledger table stamps rows this way.
-UTC_NOW_SQL = "cast(timezone('UTC', current_timestamp) as timestamp)"
+DESTINATION_ENV = "MOODLE_COMMCARE_WAREHOUSE"
+LEGACY_ENV = "MOODLE_COMMCARE_DUCKDB"  # the setting's name before it named the warehouse rather than the engine
+
+RAW_SCHEMA = "moodle_raw"  # what the dlt source loads
+MARTS_SCHEMA = "commcare"  # what dbt builds for the export (the connector's own dbt target, see generate_schema_name)
+OPS_SCHEMA = "ops"  # run log, markers, the pinned site key
+
+
+@dataclass(frozen=True)
+class CaseType:
+    """A CommCare case type and the mart that holds its cases."""
+    name: str
+    table: str
+    parent: bool  # its cases are children of a student case
+
+    @property
+    def relation(self) -> str:
+        return f"{MARTS_SCHEMA}.{self.table}"
+
+
+# In the order the export sends them: parents before their children.
+CASE_TYPES: Tuple[CaseType, ...] = (
+    CaseType("student", "commcare_student_cases", parent=False),
+    CaseType("course_enrolment", "commcare_enrolment_cases", parent=True),
+)
+UNOWNED_TABLE = "commcare_unowned_cases"  # cases no CommCare owner maps to: reported, never exported
+
+
+class WarehouseConfigError(ValueError):
+    """The destination setting names something this version cannot use."""
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """One warehouse (a DuckDB file). Stages take one, or anything `Warehouse.of` reads as one."""
+
+    path: Path
+    memory_limit: str = field(default_factory=database.default_memory_limit)
+
+    # ------------------------------------------------------------------ building one
+    @classmethod
+    def of(cls, where: Union["Warehouse", Path, str, None] = None) -> "Warehouse":
+        """The warehouse itself, or one built from a destination (a path or duckdb:/// URL); None: the setting."""
+        if isinstance(where, Warehouse):
+            return where
+        if where is None or (isinstance(where, str) and not where.strip()):
+            return cls.from_setting()
+        return cls.from_destination(where)
+
+    @classmethod
+    def from_setting(cls) -> "Warehouse":
+        """From MOODLE_COMMCARE_WAREHOUSE, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
+        for name in (DESTINATION_ENV, LEGACY_ENV):
+            value = os.environ.get(name, "").strip()
+            if value:
+                return cls.from_destination(value, setting=name)
+        return cls(Path(DEFAULT_FILE).resolve())
+
+    @classmethod
+    def from_destination(cls, destination: Union[Path, str], setting: str = "--warehouse") -> "Warehouse":
+        """`duckdb:///abs/file.duckdb`, `duckdb:///rel/file.duckdb` or a plain path. Any other scheme is refused
+        naming the setting, and without the rest of the URL: a database URL may carry a password."""
+        text = str(destination).strip()
+        scheme, sep, rest = text.partition("://")
+        if sep and scheme.lower() == "duckdb":
+            text = rest[1:] if rest.startswith("/") else rest  # duckdb:///x: relative x; duckdb:////x: absolute /x
+        elif sep:
+            raise WarehouseConfigError(
+                f"{setting} names a {scheme}:// destination: this version keeps the warehouse in a DuckDB file. Give "
+                "a file path (e.g. /srv/moodle-commcare/moodle.duckdb) or duckdb:///path/to/moodle.duckdb.")
+        if not text:
+            raise WarehouseConfigError(f"{setting} is empty: give the warehouse's file, e.g. moodle.duckdb.")
+        path = Path(text).expanduser().resolve()
+        if path.is_dir():
+            raise WarehouseConfigError(f"{setting}={str(destination)!r} is a folder: give the warehouse's file inside "
+                                       f"it, e.g. {path / DEFAULT_FILE}.")
+        return cls(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------ the engine
+    def exists(self) -> bool:
+        """False before the first extract created the file."""
+        return self.path.exists()
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A connection with the warehouse's memory cap; WarehouseBusy when another program holds the file."""
+        return database.connect(self.path, read_only=read_only, memory_limit=self.memory_limit)
+
+    def busy(self) -> WarehouseBusy:
+        return database.busy(self.path)
+
+    def dlt_destination(self) -> Any:
+        """dlt's destination for this warehouse, with the same memory cap as every other connection."""
+        import dlt
+        from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+        credentials = DuckDbCredentials(str(self.path))
+        credentials.global_config = {"memory_limit": self.memory_limit}
+        return dlt.destinations.duckdb(credentials)
+
+    @property
+    def pipelines_dir(self) -> Path:
+        """dlt's working folder for this warehouse: beside the file, so two warehouses never share state."""
+        return self.path.parent / ".dlt_pipelines" / self.path.stem
+
+    def dbt_env(self) -> Dict[str, str]:
+        """What dbt's profile (dbt_project/profiles.yml) reads to open this warehouse."""
+        return {LEGACY_ENV: str(self.path), "MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT": self.memory_limit}
+
+    @property
+    def dbt_artifacts_dir(self) -> Path:
+        """dbt's target (manifest, run results, partial-parse cache) and logs: beside the file, never inside the
+        installed or checked-out project."""
+        return self.path.parent / ".dbt" / self.path.stem
+
+    # ------------------------------------------------------------------ names
+    @staticmethod
+    def mart(table: str) -> str:
+        """A mart's relation, e.g. commcare.commcare_student_cases."""
+        return f"{MARTS_SCHEMA}.{table}"
+
+    @staticmethod
+    def raw(table: str) -> str:
+        """A raw table's relation, e.g. moodle_raw.users."""
+        return f'"{RAW_SCHEMA}"."{table}"'
+
+    # ------------------------------------------------------------------ lock, run log, markers
+    def run_lock(self, stage: str) -> AbstractContextManager[None]:
+        """One run at a time on this warehouse (runlock.py): RunLocked at once when another process has it."""
+        return runlock.run_lock(self.path, stage)
+
+    def lock_holder(self) -> Optional[Dict[str, Any]]:
+        return runlock.holder(self.path)
+
+    def record(self, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+               con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
+        runlog.record(self.path, stage, status, started_at, summary, con=con)
+
+    def record_failure(self, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+                       con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
+        runlog.record_failure(self.path, stage, status, started_at, summary, con=con)
+
+    def last_runs(self) -> List[Dict[str, Any]]:
+        return runlog.latest(self.path)
+
+    def marker(self, table: str) -> Optional[str]:
+        return markers.read_marker(self.path, table)
+
+    def set_marker(self, table: str, state: str) -> None:
+        markers.set_marker(self.path, table, state)
 
 
 def resolve(path: Optional[Path | str] = None) -> Path:
-    """The warehouse file: the argument, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
-    return Path(path or os.environ.get("MOODLE_COMMCARE_DUCKDB") or DEFAULT_FILE).resolve()
-
-
-def one(con: duckdb.DuckDBPyConnection, sql: str, params: Optional[list] = None) -> tuple:
-    """The one row a query answers (a count, an aggregate); a query that answers none is a bug, said as one."""
-    row = con.execute(sql, params or []).fetchone()
-    if row is None:
-        raise LookupError(f"expected one row from: {' '.join(sql.split())[:120]}")
-    return row
-
-
-def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Optional[list] = None) -> Any:
-    """The first value of the one row a query answers (a count)."""
-    return one(con, sql, params)[0]
-
-
-def memory_limit() -> str:
-    """DuckDB's cap for every connection: MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT, else 512MB."""
-    return os.environ.get("MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
-
-
-def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Every connection of the connector opens here: the same memory cap, and WarehouseBusy, not DuckDB's
-    IOException, when another process holds the file."""
-    try:
-        return duckdb.connect(str(path), read_only=read_only, config={
-            "memory_limit": memory_limit(),
-            "preserve_insertion_order": False,  # lets large CREATE TABLE AS and joins stream and spill
-        })
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise busy(path) from None
-        raise
+    """The warehouse file a path or the setting names (for callers that only need the file)."""
+    return Warehouse.of(path).path

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 # dlt reports anonymous usage to dlthub unless told not to; a school's sync stays on its own machine unless the
 # user turns it on (RUNTIME__DLTHUB_TELEMETRY=true). Set before dlt reads its configuration.
@@ -27,10 +27,10 @@ import dlt  # noqa: E402
 import duckdb  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
 from dlt.common.pipeline import LoadInfo  # noqa: E402
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
-from moodle_commcare import markers, runlock, runlog, warehouse  # noqa: E402
+from moodle_commcare import database, markers, runlog  # noqa: E402
+from moodle_commcare.warehouse import Warehouse  # noqa: E402
 from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
 from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
 
@@ -40,7 +40,10 @@ DATASET = "moodle_raw"
 PIPELINE_NAME = "moodle"
 
 
-duckdb_path = warehouse.resolve  # the warehouse file (kept under this name for callers of the pipeline)
+
+def duckdb_path(db: Union[Warehouse, Path, str, None] = None) -> Path:
+    """The warehouse's file (kept under this name for callers of the pipeline)."""
+    return Warehouse.of(db).path
 
 
 @dataclass
@@ -56,15 +59,14 @@ class ExtractReport:
     recovered: int = 0  # load packages of an interrupted earlier run that this run finished first
 
 
-def make_pipeline(db: Path, pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
-    """One pipeline per DuckDB file; its working state lives beside the file so two warehouses never mix."""
-    credentials = DuckDbCredentials(str(db))
-    credentials.global_config = {"memory_limit": warehouse.memory_limit()}
+def make_pipeline(db: Union[Warehouse, Path, str], pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
+    """One pipeline per warehouse; its working state lives beside the warehouse so two warehouses never mix."""
+    warehouse = Warehouse.of(db)
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
-        destination=dlt.destinations.duckdb(credentials),
+        destination=warehouse.dlt_destination(),
         dataset_name=DATASET,
-        pipelines_dir=str(pipelines_dir or db.parent / ".dlt_pipelines" / db.stem),
+        pipelines_dir=str(pipelines_dir or warehouse.pipelines_dir),
     )
 
 
@@ -76,7 +78,7 @@ def unwrap(exc: BaseException) -> BaseException:
         if isinstance(current, MoodleError):
             return current
         if "could not set lock" in str(current).lower():
-            return warehouse.busy("The DuckDB file")
+            return database.busy("The DuckDB file")
         seen.add(id(current))
         current = current.__cause__ or current.__context__ or getattr(current, "exception", None)
     return exc
@@ -103,24 +105,26 @@ def _forget_trace_if_credentials(pipeline: dlt.Pipeline, options: Dict[str, Any]
 
 
 def run_extract(
-    db: Optional[Path | str] = None,
+    db: Union[Warehouse, Path, str, None] = None,
     *,
     pipelines_dir: Optional[Path] = None,
     on_progress: Optional[Any] = None,
     **source_options: Any,
 ) -> ExtractReport:
-    """Extract and load; raises the underlying MoodleError (not dlt's wrapper) when Moodle refuses, and
-    RunLocked when another run works on the same warehouse (it would share dlt's working folder)."""
-    path = duckdb_path(db)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with runlock.run_lock(path, "extract"):
-        return _run_extract(path, pipelines_dir, on_progress, source_options)
+    """Extract and load into the warehouse (`db`: a Warehouse, or what Warehouse.of reads as one); raises the
+    underlying MoodleError (not dlt's wrapper) when Moodle refuses, and RunLocked when another run works on the
+    same warehouse (it would share dlt's working folder)."""
+    warehouse = Warehouse.of(db)
+    warehouse.path.parent.mkdir(parents=True, exist_ok=True)
+    with warehouse.run_lock("extract"):
+        return _run_extract(warehouse, pipelines_dir, on_progress, source_options)
 
 
-def _run_extract(path: Path, pipelines_dir: Optional[Path], on_progress: Optional[Any],
+def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progress: Optional[Any],
                  source_options: Dict[str, Any]) -> ExtractReport:
+    path = warehouse.path
     stats = RequestStats()
-    pipeline = make_pipeline(path, pipelines_dir)
+    pipeline = make_pipeline(warehouse, pipelines_dir)
     started = time.monotonic()
     began = runlog.utcnow()
     recovered = 0
@@ -174,7 +178,7 @@ def known_enrolments(path: Path) -> Dict[int, Dict[int, bool]]:
     someone is unenrolled while the run pages (see MoodleSnapshot._course_enrolments)."""
     if not path.exists():
         return {}
-    con = warehouse.connect(path, read_only=True)
+    con = database.connect(path, read_only=True)
     try:
         rows = con.execute(
             f'select e.course_id, e.user_id, e.is_active from "{DATASET}".enrolments as e '

@@ -15,13 +15,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import duckdb
 
 from moodle_commcare import markers, runlog
-from moodle_commcare.runlock import run_lock
-from moodle_commcare.warehouse import connect
+from moodle_commcare.warehouse import Warehouse
 
 from . import journal, ledger
 from .client import CommCareClient, JobResult
@@ -82,17 +81,20 @@ class ExportReport:
 MIN_CASES_FOR_THRESHOLDS = 50  # below this, a share says little: a school's first days are all change
 
 
-def run_export(db: Path, settings: CommCareSettings, *, upload: bool = False, dry_run: bool = False,
-               full: bool = False, allow_mass_change: bool = False,
+def run_export(db: Union[Warehouse, Path, str, None], settings: CommCareSettings, *, upload: bool = False,
+               dry_run: bool = False, full: bool = False, allow_mass_change: bool = False,
                on_progress: Optional[Say] = None) -> ExportReport:
     """Settle earlier jobs, plan what changed, write the workbooks and (with upload) send them. Holds the
-    warehouse's run lock throughout: an extract or transform meanwhile would change the marts under the plan."""
-    with run_lock(db, "export"):
-        return _run_export(db, settings, upload=upload, dry_run=dry_run, full=full,
+    warehouse's run lock throughout: an extract or transform meanwhile would change the marts under the plan.
+
+    `db` is the warehouse, or what Warehouse.of reads as one (a path; None for the configured one)."""
+    warehouse = Warehouse.of(db)
+    with warehouse.run_lock("export"):
+        return _run_export(warehouse, settings, upload=upload, dry_run=dry_run, full=full,
                            allow_mass_change=allow_mass_change, on_progress=on_progress)
 
 
-def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: bool, full: bool,
+def _run_export(db: Warehouse, settings: CommCareSettings, *, upload: bool, dry_run: bool, full: bool,
                 allow_mass_change: bool, on_progress: Optional[Say]) -> ExportReport:
     started = runlog.utcnow()
     say = on_progress or (lambda _: None)
@@ -103,7 +105,7 @@ def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: 
     for scratch in settings.out_dir.glob("*/.writing-*"):  # a workbook an export killed mid-write left half done
         shutil.rmtree(scratch, ignore_errors=True)
     report = ExportReport(uploaded=client is not None, dry_run=dry_run, out_dir=out_dir, types=[])
-    con = connect(db)
+    con = db.connect()
     status = "failed"
     try:
         missing = ledger.missing_case_tables(con)
@@ -161,9 +163,9 @@ def _run_export(db: Path, settings: CommCareSettings, *, upload: bool, dry_run: 
                     pass
         if not dry_run:
             if status == "failed":
-                runlog.record_failure(db, "export", status, started, summary, con=con)
+                db.record_failure("export", status, started, summary, con=con)
             else:
-                runlog.record(db, "export", status, started, summary, con=con)
+                db.record("export", status, started, summary, con=con)
         con.close()
 
 

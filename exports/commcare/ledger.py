@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import duckdb
 
-from moodle_commcare.warehouse import scalar
+from moodle_commcare.warehouse import CASE_TYPES, scalar
 
 from .errors import CommCareConfigError
 
@@ -30,10 +30,8 @@ class CaseTable:
     parent: bool
 
 
-CASE_TABLES = (
-    CaseTable("student", "commcare.commcare_student_cases", parent=False),
-    CaseTable("course_enrolment", "commcare.commcare_enrolment_cases", parent=True),
-)
+# the case-type registry and the marts' names belong to the warehouse (moodle_commcare/warehouse.py)
+CASE_TABLES = tuple(CaseTable(t.name, t.relation, parent=t.parent) for t in CASE_TYPES)
 LEADING = ("external_id", "name", "owner_id", "parent_external_id", "parent_type")
 NOT_EXPORTED = {"case_type"}  # the upload's case_type parameter, not a column
 

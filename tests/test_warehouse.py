@@ -1,0 +1,67 @@
+"""The warehouse is one object built from one destination setting, and a setting it cannot use is refused by
+name, without echoing what a database URL may carry (a password)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moodle_commcare.cli import app
+from moodle_commcare.failures import ExitCode
+from moodle_commcare.warehouse import CASE_TYPES, Warehouse, WarehouseConfigError
+
+
+def test_a_path_or_a_duckdb_url_names_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    expected = (tmp_path / "school.duckdb").resolve()
+    assert Warehouse.of("school.duckdb").path == expected
+    assert Warehouse.of("duckdb:///school.duckdb").path == expected  # three slashes: relative, as in dlt and SQLAlchemy
+    assert Warehouse.of(f"duckdb:///{expected}").path == expected  # four: absolute
+    assert Warehouse.of(Warehouse.of(expected)).path == expected
+
+
+def test_the_setting_then_the_older_name_then_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOODLE_COMMCARE_WAREHOUSE", raising=False)
+    monkeypatch.delenv("MOODLE_COMMCARE_DUCKDB", raising=False)
+    assert Warehouse.of().path == tmp_path / "moodle.duckdb"
+    monkeypatch.setenv("MOODLE_COMMCARE_DUCKDB", str(tmp_path / "old.duckdb"))
+    assert Warehouse.of().path == tmp_path / "old.duckdb"
+    monkeypatch.setenv("MOODLE_COMMCARE_WAREHOUSE", "duckdb:///new.duckdb")
+    assert Warehouse.of().path == tmp_path / "new.duckdb"
+
+
+@pytest.mark.parametrize("destination, says", [
+    ("postgresql://loader:pa55word@db.school.org/warehouse", "names a postgresql:// destination"),
+    ("duckdb:///", "is empty"),
+])
+def test_a_destination_it_cannot_use_is_refused_by_name(destination: str, says: str) -> None:
+    with pytest.raises(WarehouseConfigError) as caught:
+        Warehouse.from_destination(destination, setting="MOODLE_COMMCARE_WAREHOUSE")
+    assert says in str(caught.value) and "MOODLE_COMMCARE_WAREHOUSE" in str(caught.value)
+    assert "pa55word" not in str(caught.value) and "loader" not in str(caught.value)
+
+
+def test_a_folder_is_not_a_warehouse(tmp_path: Path) -> None:
+    with pytest.raises(WarehouseConfigError, match="is a folder"):
+        Warehouse.of(tmp_path)
+
+
+def test_the_cli_names_the_warehouse_and_refuses_a_bad_one_with_the_settings_exit_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    done = runner.invoke(app, ["status", "--warehouse", "postgresql://loader:pa55word@db/w"])
+    assert done.exit_code == ExitCode.SETTINGS, done.output
+    assert "--warehouse names a postgresql:// destination" in " ".join(done.output.split())
+    assert "pa55word" not in done.output
+    for option in ("--warehouse", "--duckdb"):  # the former name still works
+        done = runner.invoke(app, ["status", option, str(tmp_path / "x.duckdb")])
+        assert done.exit_code == 0 and "Nothing has run against" in done.output
+
+
+def test_the_warehouse_owns_the_marts_names() -> None:
+    assert [t.relation for t in CASE_TYPES] == ["commcare.commcare_student_cases", "commcare.commcare_enrolment_cases"]
+    assert Warehouse.mart("commcare_unowned_cases") == "commcare.commcare_unowned_cases"
