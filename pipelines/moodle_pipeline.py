@@ -25,7 +25,7 @@ os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
 
 import dlt  # noqa: E402
 import duckdb  # noqa: E402
-from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException  # noqa: E402
+from dlt.common.configuration.exceptions import ConfigurationException  # noqa: E402
 from dlt.common.pipeline import LoadInfo  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
@@ -135,13 +135,16 @@ def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progres
             if pipeline.has_pending_data:  # an earlier run stopped mid-way: finish its load before anything else
                 recovered = _finish_interrupted(path, pipeline)
             source_options = _without_url_credentials(source_options)
+            from pipelines.moodle.config import MoodleSettings, source_arguments
+
             try:
-                source = moodle_source(request_stats=stats, known_enrolments=known_enrolments(path), **source_options)
-            except ConfigValueCannotBeCoercedException as exc:  # dlt read a setting it cannot type
-                kind = getattr(exc.hint, "__name__", str(exc.hint))
-                raise MoodleConfigError(
-                    f"SOURCES__MOODLE__{exc.field_name.upper()}={exc.field_value!r} is not a valid {kind}: fix it in "
-                    ".dlt/config.toml or the environment.") from None
+                source = moodle_source(request_stats=stats, known_enrolments=known_enrolments(path),
+                                       **source_arguments(source_options))
+            except ConfigurationException as exc:  # dlt refused a setting as it read it: a type, a missing value
+                described = MoodleSettings.describe(exc)
+                if described is None:
+                    raise
+                raise MoodleConfigError(described) from None
             # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
             pipeline.extract(source, loader_file_format="parquet")
             normalized = pipeline.normalize()

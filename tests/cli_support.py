@@ -28,7 +28,7 @@ def without_dlt_log_level() -> Dict[str, str]:
 
 
 def moodle_env(moodle: MoodleEmulator, **extra: str) -> Dict[str, str]:
-    return {"SOURCES__MOODLE__BASE_URL": moodle.base_url, "SOURCES__MOODLE__TOKEN": moodle.token,
+    return {"SOURCES__MOODLE__BASE_URL": moodle.base_url, "SOURCES__MOODLE__CREDENTIALS__TOKEN": moodle.token,
             "SOURCES__MOODLE__ALLOW_INSECURE_HTTP": "true", "SOURCES__MOODLE__MAX_ATTEMPTS": "2",
             "SOURCES__MOODLE__BACKOFF_FACTOR": "0.01", **extra}
 

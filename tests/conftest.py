@@ -23,7 +23,8 @@ def _isolated_dlt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt_data"))
     monkeypatch.setenv("RUNTIME__LOG_LEVEL", "WARNING")
-    for name in ("BASE_URL", "TOKEN", "USERNAME", "PASSWORD", "SERVICE"):
+    for name in ("BASE_URL", "CREDENTIALS", "CREDENTIALS__TOKEN", "CREDENTIALS__USERNAME", "CREDENTIALS__PASSWORD",
+                 "CREDENTIALS__SERVICE"):
         monkeypatch.delenv(f"SOURCES__MOODLE__{name}", raising=False)
 
 

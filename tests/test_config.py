@@ -43,7 +43,13 @@ def test_site_root_is_normalised() -> None:
 def test_missing_credentials_name_both_ways() -> None:
     with pytest.raises(MoodleConfigError) as caught:
         MoodleSettings.build("https://moodle.example.org", token="  ")
-    assert "SOURCES__MOODLE__TOKEN" in str(caught.value) and "SOURCES__MOODLE__USERNAME" in str(caught.value)
+    said = str(caught.value)
+    assert "SOURCES__MOODLE__CREDENTIALS__TOKEN" in said and "SOURCES__MOODLE__CREDENTIALS__USERNAME" in said
+
+
+def test_a_username_without_its_password_is_no_credentials() -> None:
+    with pytest.raises(MoodleConfigError, match="No Moodle credentials"):
+        MoodleSettings.build("https://moodle.example.org", username="ws-user")
 
 
 def test_oversized_user_batch_is_refused() -> None:
@@ -51,10 +57,17 @@ def test_oversized_user_batch_is_refused() -> None:
         MoodleSettings.build("https://moodle.example.org", token="x", user_batch_size=5000)
 
 
-def test_course_ids_accept_a_comma_list_from_env() -> None:
-    assert MoodleSettings.build("https://m.example.org", token="x", course_ids="12, 15,12").course_ids == (12, 15)
+def test_course_ids_are_sorted_once_each_and_numbers() -> None:
+    assert MoodleSettings.build("https://m.example.org", token="x", course_ids=[15, "12", 15]).course_ids == [12, 15]
     with pytest.raises(MoodleConfigError, match="COURSE_IDS"):
         MoodleSettings.build("https://m.example.org", token="x", course_ids=["twelve"])
+
+
+def test_a_misspelt_keyword_is_refused_naming_it() -> None:
+    """A keyword argument is checked by Python; dlt does not report keys nobody reads in .dlt/ or the environment
+    (SOURCES__MOODLE__MAX_CONCURENCY is simply not looked up), so there the setting keeps its default."""
+    with pytest.raises(TypeError, match="max_concurency"):
+        MoodleSettings.build("https://m.example.org", token="x", max_concurency=2)
 
 
 def test_secrets_are_not_in_the_repr() -> None:
@@ -69,29 +82,122 @@ def test_unknown_course_id_is_reported_by_name(warehouse: Warehouse) -> None:
     assert warehouse.tables() == []
 
 
-def test_settings_come_from_dlt_env_vars(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The documented env vars configure the source without code."""
+@pytest.mark.parametrize("credentials", ["token", "token alone", "username and password"])
+def test_settings_come_from_dlt_env_vars(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch,
+                                         credentials: str) -> None:
+    """The documented env vars configure the source without code; the credentials are either kind of the union."""
+    from emulators.moodle import DEMO_PASSWORD, DEMO_SERVICE, DEMO_USERNAME
     from pipelines.moodle_pipeline import run_extract
 
     monkeypatch.setenv("SOURCES__MOODLE__BASE_URL", warehouse.moodle.base_url)
-    monkeypatch.setenv("SOURCES__MOODLE__TOKEN", warehouse.moodle.token)
+    if credentials == "token":
+        monkeypatch.setenv("SOURCES__MOODLE__CREDENTIALS__TOKEN", warehouse.moodle.token)
+    elif credentials == "token alone":  # dlt's native form of a credential: the whole of it in one value
+        monkeypatch.setenv("SOURCES__MOODLE__CREDENTIALS", warehouse.moodle.token)
+    else:
+        monkeypatch.setenv("SOURCES__MOODLE__CREDENTIALS__USERNAME", DEMO_USERNAME)
+        monkeypatch.setenv("SOURCES__MOODLE__CREDENTIALS__PASSWORD", DEMO_PASSWORD)
+        monkeypatch.setenv("SOURCES__MOODLE__CREDENTIALS__SERVICE", DEMO_SERVICE)
     monkeypatch.setenv("SOURCES__MOODLE__ALLOW_INSECURE_HTTP", "true")
     monkeypatch.setenv("SOURCES__MOODLE__COURSE_IDS", "[3]")
     report = run_extract(warehouse.path)
     assert report.table_rows["courses"] == 1
+    assert report.stats.requests["login/token.php"] == (1 if credentials == "username and password" else 0)
+
+
+def test_keyword_credentials_win_over_configured_ones(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keyword arguments override the configuration, credentials as a whole: a configured token does not slip
+    in beside a username and password given in code."""
+    from emulators.moodle import DEMO_PASSWORD, DEMO_SERVICE, DEMO_USERNAME
+
+    monkeypatch.setenv("SOURCES__MOODLE__CREDENTIALS__TOKEN", "a-revoked-token")
+    report = warehouse.extract(token=None, username=DEMO_USERNAME, password=DEMO_PASSWORD, service=DEMO_SERVICE)
+    assert report.stats.requests["login/token.php"] == 1 and report.table_rows["users"] > 0
+
+
+def test_settings_come_from_the_dlt_files(warehouse: Warehouse, tmp_path: Path) -> None:
+    """.dlt/config.toml and .dlt/secrets.toml as the README lays them out ([sources.moodle], and the credentials
+    in [sources.moodle.credentials]), read by a scheduler's run in a fresh process (dlt reads .dlt/ once)."""
+    from .cli_support import cli
+
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(
+        f'[sources.moodle]\nbase_url = "{warehouse.moodle.base_url}"\nallow_insecure_http = true\ncourse_ids = [3]\n')
+    (tmp_path / ".dlt" / "secrets.toml").write_text(
+        f'[sources.moodle.credentials]\ntoken = "{warehouse.moodle.token}"\n')
+    run = cli("extract", "--duckdb", str(warehouse.path), env={}, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert warehouse.rows("select id from courses") == [(3,)]
 
 
 @pytest.mark.parametrize("name, value, hint", [
     ("MAX_CONCURRENCY", "abc", "SOURCES__MOODLE__MAX_CONCURRENCY='abc' is not a valid int"),
-    ("REQUEST_TIMEOUT", "0", "SOURCES__MOODLE__REQUEST_TIMEOUT must be a number of seconds above 0"),
+    ("REQUEST_TIMEOUT", "0", "SOURCES__MOODLE__REQUEST_TIMEOUT=0.0: must be a number of seconds above 0"),
+    ("COURSE_IDS", "12,15", "SOURCES__MOODLE__COURSE_IDS='12,15' is not a valid list: write it as a list, e.g. [12, 15]"),
+    ("FULL_REFRESH", "ture", "SOURCES__MOODLE__FULL_REFRESH='ture' is not a valid bool: write true or false"),
+    ("ALLOW_HIDDEN", '["phone"]', "SOURCES__MOODLE__ALLOW_HIDDEN names ['phone']"),
 ])
 def test_bad_number_in_the_environment_names_the_setting(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch,
                                                          name: str, value: str, hint: str) -> None:
+    """A value dlt cannot read as its setting's type, or one the settings refuse, names the variable."""
     monkeypatch.setenv(f"SOURCES__MOODLE__{name}", value)
     with pytest.raises(MoodleConfigError) as caught:
         warehouse.extract()
     assert hint in str(caught.value)
     assert warehouse.moodle.requests.total() == 0, "nothing asked of Moodle"
+
+
+def test_a_blank_token_in_the_environment_is_named(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCES__MOODLE__BASE_URL", warehouse.moodle.base_url)
+    monkeypatch.setenv("SOURCES__MOODLE__CREDENTIALS__TOKEN", " ")
+    with pytest.raises(MoodleConfigError, match="SOURCES__MOODLE__CREDENTIALS__TOKEN is empty"):
+        warehouse.extract(token=None, base_url=None)
+    assert warehouse.moodle.requests.total() == 0
+
+
+def test_no_credentials_at_all_says_how_to_give_them(warehouse: Warehouse) -> None:
+    with pytest.raises(MoodleConfigError, match="No Moodle credentials: set SOURCES__MOODLE__CREDENTIALS__TOKEN"):
+        warehouse.extract(token=None)
+
+
+def test_the_http_settings_are_declared_once_for_both_ends() -> None:
+    """Timeout, retries and plain http:// mean the same at both ends and are checked by the same code; each end
+    has its own defaults and names its own variables."""
+    from exports.commcare import CommCareSettings
+    from exports.commcare.errors import CommCareConfigError
+    from moodle_commcare.http_settings import HttpSettings
+
+    shared = set(HttpSettings.get_resolvable_fields())
+    assert shared == {"request_timeout", "max_attempts", "backoff_factor", "max_retry_delay", "allow_insecure_http"}
+    moodle = MoodleSettings.build("https://m.example.org", token="x")
+    commcare = CommCareSettings()
+    assert [getattr(moodle, f) for f in sorted(shared)] == [False, 1.0, 5, 60.0, 60.0]
+    assert [getattr(commcare, f) for f in sorted(shared)] == [False, 1.0, 5, 120.0, 120.0]
+    with pytest.raises(MoodleConfigError, match=r"^SOURCES__MOODLE__MAX_ATTEMPTS=0: must be a whole number of at least 1"):
+        MoodleSettings.build("https://m.example.org", token="x", max_attempts=0)
+    with pytest.raises(CommCareConfigError, match=r"^COMMCARE__MAX_ATTEMPTS=0: must be a whole number of at least 1"):
+        CommCareSettings(max_attempts=0)
+    with pytest.raises(CommCareConfigError, match=r"^COMMCARE__BACKOFF_FACTOR=-1: must be a number of seconds"):
+        CommCareSettings(backoff_factor=-1)
+
+
+def test_the_source_takes_every_setting_by_name_with_its_default() -> None:
+    """moodle_source's keyword arguments are MoodleSettings' fields (dlt's spec of the source), defaults alike."""
+    import inspect
+
+    from pipelines.moodle import moodle_source
+
+    parameters = inspect.signature(moodle_source).parameters
+    for name, spec in MoodleSettings.__dataclass_fields__.items():
+        if name.startswith("__"):
+            continue
+        assert name in parameters, f"moodle_source lacks {name}"
+        default = spec.default_factory() if callable(spec.default_factory) else spec.default
+        given = parameters[name].default
+        if isinstance(default, list):
+            assert list(given) == default, name
+        elif default is not None:
+            assert given == default, name
 
 
 @pytest.mark.parametrize("name, value, hint", [

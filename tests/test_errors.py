@@ -36,7 +36,7 @@ def _fails(warehouse: Warehouse, error: Type[MoodleError], **options: object) ->
 @pytest.mark.parametrize(
     "errorcode, function, error, hint",
     [
-        ("invalidtoken", "core_webservice_get_site_info", MoodleInvalidTokenError, "SOURCES__MOODLE__TOKEN"),
+        ("invalidtoken", "core_webservice_get_site_info", MoodleInvalidTokenError, "SOURCES__MOODLE__CREDENTIALS__TOKEN"),
         ("nopermissions", "gradereport_user_get_grade_items", MoodleAccessError, "capabilit"),
         ("accessexception", "core_enrol_get_users_courses", MoodleAccessError, "IP address"),
         ("invalidparameter", "core_enrol_get_enrolled_users", MoodleInvalidParameterError, "parameter"),
@@ -138,7 +138,7 @@ def test_username_and_password_are_exchanged_for_a_token(warehouse: Warehouse) -
 def test_wrong_password_names_the_settings(warehouse: Warehouse) -> None:
     with pytest.raises(MoodleLoginError) as caught:
         warehouse.extract(token=None, username=DEMO_USERNAME, password="wrong-Secret-42", service=DEMO_SERVICE)
-    assert "SOURCES__MOODLE__PASSWORD" in str(caught.value)
+    assert "SOURCES__MOODLE__CREDENTIALS__PASSWORD" in str(caught.value)
     assert "wrong-Secret-42" not in str(caught.value)
     assert warehouse.tables() == []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from pipelines.moodle.snapshot import Watermark
+from pipelines.moodle.selection import Watermark
 
 from .conftest import Warehouse
 
@@ -213,7 +213,7 @@ def test_an_access_time_in_the_future_does_not_freeze_later_changes(warehouse: W
 
 
 def test_a_submission_stamped_in_the_future_does_not_move_the_cursor() -> None:
-    from pipelines.moodle.snapshot import Cursor
+    from pipelines.moodle.selection import Cursor
 
     rows = [{"id": 1, "timemodified": 1_000}, {"id": 2, "timemodified": 4_102_444_800}]
     cursor = Cursor.after(500, set(), rows, horizon=2_000)

@@ -165,7 +165,7 @@ def test_an_expired_token_is_said_to_be_expired(warehouse: Warehouse) -> None:
     warehouse.moodle.expire_token()
     with pytest.raises(MoodleInvalidTokenError, match="expired") as caught:
         warehouse.extract()
-    assert "SOURCES__MOODLE__TOKEN" in str(caught.value)
+    assert "SOURCES__MOODLE__CREDENTIALS__TOKEN" in str(caught.value)
     assert warehouse.moodle.requests["core_webservice_get_site_info"] == 2, "asked once more to tell why"
 
 

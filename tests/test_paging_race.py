@@ -94,7 +94,7 @@ def test_unenrolment_while_paging_closes_nobody_else(warehouse: Warehouse, hq: C
         warehouse.moodle.school.unenrol(cid, a)
 
     warehouse.moodle.after_request(teacher_unenrols_a)
-    with caplog.at_level(logging.INFO, logger="pipelines.moodle.snapshot"):
+    with caplog.at_level(logging.INFO, logger="pipelines.moodle.enrolments"):
         _sync(warehouse, hq, tmp_path)
     assert len(fired) == 1, "the hook unenrolled A between two pages"
     assert a not in warehouse.moodle.school.enrolments[cid]

@@ -45,7 +45,7 @@ def test_a_failed_run_leaves_tables_and_cursors_as_after_the_last_good_run(wareh
 
 def test_token_revoked_mid_run_without_credentials_to_renew(warehouse: Warehouse) -> None:
     warehouse.moodle.inject("invalidtoken", function="core_enrol_get_users_courses", times=1)
-    with pytest.raises(MoodleInvalidTokenError, match="SOURCES__MOODLE__TOKEN"):
+    with pytest.raises(MoodleInvalidTokenError, match="SOURCES__MOODLE__CREDENTIALS__TOKEN"):
         warehouse.extract()
     assert warehouse.tables() == []
 

@@ -1,9 +1,9 @@
-"""The one HTTP client every Moodle resource uses.
+"""The one HTTP client every Moodle resource uses: Moodle's REST protocol, not its functions (webservice.py).
 
-Built on dlt's retrying requests client (backoff, Retry-After, per-thread sessions). What it adds is the
-Moodle part: POST form bodies with PHP-style arrays (the token never goes into a URL or a server log),
-HTTP-200 error bodies turned into typed errors, `warnings` logged, bounded concurrency for fan-out calls,
-request counts per function, and the token and password kept out of every message.
+Built on dlt's retrying requests client (backoff, Retry-After, per-thread sessions), configured by the HTTP
+settings both ends share. What it adds is the Moodle part: POST form bodies with PHP-style arrays (the token never
+goes into a URL or a server log), HTTP-200 error bodies turned into typed errors, `warnings` logged, bounded
+concurrency for fan-out calls, request counts per function, and the token and password kept out of every message.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from dlt.sources.helpers.requests import Client, Response
+import requests
+from dlt.sources.helpers.requests import Response
 from requests.adapters import HTTPAdapter
 
-from . import settings
-from .config import MoodleSettings
+from .config import CREDENTIALS_PREFIX, MoodleSettings
 from .errors import (
     MoodleAccessError,
     MoodleAPIError,
@@ -37,8 +37,18 @@ from .errors import (
     MoodleUnavailableError,
 )
 from .params import encode_params
+from .webservice import CAPABILITIES, FN_SITE_INFO, check_answer
 
 logger = logging.getLogger("moodle_commcare.moodle")
+
+REST_PATH = "webservice/rest/server.php"
+TOKEN_PATH = "login/token.php"
+# Per-call settings sent with every request (webservice/lib.php set_web_service_call_settings). Names come back as
+# stored: without raw, format_string escapes & and strips tags, which turns a multi-language name into both
+# languages run together (filters reach names only when the site sets filterall). readable.py resolves them.
+CALL_SETTINGS = (("moodlewssettingraw", "1"),)
+# Moodle errorcodes that only a retry can fix.
+RETRYABLE_ERRORCODES = frozenset({"ex_unabletolock"})
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -89,7 +99,7 @@ class _CountingAdapter(HTTPAdapter):
         self.stats = stats
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        function = parse_qs(urlsplit(request.url).query).get("wsfunction", [settings.TOKEN_PATH])[0]
+        function = parse_qs(urlsplit(request.url).query).get("wsfunction", [TOKEN_PATH])[0]
         self.stats.count_request(function)
         return super().send(request, *args, **kwargs)
 
@@ -113,30 +123,24 @@ def _looks_retryable(response: Optional[Response], exception: Optional[BaseExcep
 class MoodleClient:
     """Calls Moodle's REST web services for one run: retries with backoff, one bound on concurrency for
     the whole run, Moodle's HTTP-200 error bodies turned into typed errors, tokens kept out of messages."""
-    def __init__(self, config: MoodleSettings, stats: Optional[RequestStats] = None) -> None:
-        self.config = config
+    def __init__(self, settings: MoodleSettings, stats: Optional[RequestStats] = None) -> None:
+        self.settings = settings
         self.stats = stats or RequestStats()
-        self._token: Optional[str] = config.token
+        self._token: Optional[str] = settings.token
         self._token_lock = threading.Lock()
         # one bound for the whole run: dlt interleaves resources, so several fan-outs can be live at once
-        self._in_flight = threading.BoundedSemaphore(config.max_concurrency)
-        self._http = Client(
-            request_timeout=config.request_timeout,
-            max_connections=max(32, config.max_concurrency * 4),
-            raise_for_status=False,
-            request_max_attempts=config.max_attempts,
-            request_backoff_factor=config.backoff_factor,
-            request_max_retry_delay=config.max_retry_delay,
-            retry_condition=_looks_retryable,
-            respect_retry_after_header=True,
-        )
-        # every per-thread session dlt creates mounts this adapter: one place to count attempts
-        self._http._adapter = _CountingAdapter(self.stats, pool_maxsize=max(32, config.max_concurrency * 4))
-        self._rest_url = f"{config.base_url}/{settings.REST_PATH}"
+        self._in_flight = threading.BoundedSemaphore(settings.max_concurrency)
+        pool = max(32, settings.max_concurrency * 4)
+        self._http = settings.retrying_client(max_connections=pool, raise_for_status=False,
+                                              retry_condition=_looks_retryable)
+        # mounted on every per-thread session dlt's client creates (see _session): one place to count attempts
+        self._adapter = _CountingAdapter(self.stats, pool_maxsize=pool)
+        self._rest_url = f"{settings.base_url}/{REST_PATH}"
 
     # ---------------------------------------------------------------- secrets
     def redact(self, text: str) -> str:
-        for secret in (self._token, *self.config.secrets):
+        """`text` with the token, the password and the basic-auth password replaced by ***."""
+        for secret in (self._token, *self.settings.secrets):
             if secret:
                 text = text.replace(secret, "***")
         return text
@@ -153,25 +157,25 @@ class MoodleClient:
             return self._token
 
     def _login(self) -> str:
-        cfg = self.config
-        if not (cfg.username and cfg.password):
+        login = self.settings.login
+        if login is None:
             raise MoodleLoginError("No Moodle token and no username/password to obtain one.")
-        url = f"{cfg.base_url}/{settings.TOKEN_PATH}"
-        response = self._post(url, settings.TOKEN_PATH,
-                              {"username": cfg.username, "password": cfg.password, "service": cfg.service})
-        data = self._parse_json(response, "login/token.php")
+        url = f"{self.settings.base_url}/{TOKEN_PATH}"
+        response = self._post(url, TOKEN_PATH,
+                              {"username": login.username, "password": login.password, "service": login.service})
+        data = self._parse_json(response, TOKEN_PATH)
         if isinstance(data, dict) and data.get("token"):
             return str(data["token"])
         code = data.get("errorcode") if isinstance(data, dict) else None
         hints = {
-            "invalidlogin": "check SOURCES__MOODLE__USERNAME and SOURCES__MOODLE__PASSWORD",
-            "servicenotavailable": "check SOURCES__MOODLE__SERVICE and that the user may use that service",
+            "invalidlogin": f"check {CREDENTIALS_PREFIX}USERNAME and {CREDENTIALS_PREFIX}PASSWORD",
+            "servicenotavailable": f"check {CREDENTIALS_PREFIX}SERVICE and that the user may use that service",
             "enablewsdescription": "ask the Moodle admin to enable web services",
             "sitemaintenance": "the site is in maintenance; try again later",
         }
         raise self._fail(
             MoodleLoginError(
-                f"Moodle refused to issue a token for service {cfg.service!r} (errorcode {code}): "
+                f"Moodle refused to issue a token for service {login.service!r} (errorcode {code}): "
                 + hints.get(str(code), "check the username, password and service name"),
                 errorcode=code,
             )
@@ -181,7 +185,7 @@ class MoodleClient:
     def call(self, function: str, params: Optional[Mapping[str, Any]] = None, *, needs: Optional[str] = None) -> Any:
         """Call one web-service function; returns the decoded JSON or raises a typed MoodleError.
 
-        `needs` names what the token's role must hold when Moodle refuses (default: settings.CAPABILITIES).
+        `needs` names what the token's role must hold when Moodle refuses (default: webservice.CAPABILITIES).
         """
         self.stats.count_call(function)
         token = self.token()
@@ -196,11 +200,11 @@ class MoodleClient:
 
     def _renew_and_retry(self, function: str, params: Optional[Mapping[str, Any]], token: str, needs: Optional[str],
                          expired: bool, exception: str = "") -> Any:
-        if not (self.config.username and self.config.password):
+        if self.settings.login is None:
             why = "it expired: Moodle deletes a token past its valid-until date" if expired else "unknown, expired or revoked"
             raise self._fail(MoodleInvalidTokenError(
-                f"Moodle refused {function}: it no longer accepts the token ({why}). "
-                "Issue a new one and set SOURCES__MOODLE__TOKEN (or configure USERNAME/PASSWORD so the connector can).",
+                f"Moodle refused {function}: it no longer accepts the token ({why}). Issue a new one and set "
+                f"{CREDENTIALS_PREFIX}TOKEN, or give USERNAME and PASSWORD there instead so the connector gets its own.",
                 function=function, errorcode="invalidtoken", exception=exception))
         with self._token_lock:  # token revoked or expired: log in again once
             if self._token == token:
@@ -213,7 +217,7 @@ class MoodleClient:
         first use after the date Moodle deletes it), the user is suspended or lacks webservice/rest:use, or an IP or
         time restriction. Moodle names the reason only in debuginfo, sent only with debugging on, so ask again."""
         try:
-            info = self._call_once(settings.FN_SITE_INFO, None, token, None)
+            info = self._call_once(FN_SITE_INFO, None, token, None)
         except MoodleInvalidTokenError as gone:
             return self._renew_and_retry(function, params, token, needs, expired=True, exception=gone.exception)
         except MoodleAccessError as again:
@@ -235,13 +239,13 @@ class MoodleClient:
             function=function, errorcode="accessexception", exception=original.exception))
 
     def _call_once(self, function: str, params: Optional[Mapping[str, Any]], token: str, needs: Optional[str]) -> Any:
-        body = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json"), *settings.CALL_SETTINGS]
+        body = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json"), *CALL_SETTINGS]
         body += encode_params(params or {})
         response = self._post(self._rest_url, function, body, query={"wsfunction": function})
         data = self._parse_json(response, function)
         if isinstance(data, dict) and "exception" in data:
             raise self._fail(self._api_error(function, data, needs))
-        self._check_shape(function, data)
+        check_answer(function, data)
         if isinstance(data, dict):
             for warning in data.get("warnings") or []:
                 logger.info(
@@ -252,24 +256,6 @@ class MoodleClient:
                 )
         return data
 
-    def _check_shape(self, function: str, data: Any) -> None:
-        """Refuse an answer that is not what the function returns (settings.RETURNS): a null read as an empty page
-        would end an enrolment list early, and every student after it would read as unenrolled."""
-        kind, list_keys = settings.RETURNS.get(function, (None, ()))
-        problem = None
-        if kind is not None and not isinstance(data, kind):
-            problem = f"{_json_kind(data)} where it returns {_json_kind(kind())}"
-        elif isinstance(data, dict):
-            bad = [k for k in list_keys if k in data and not isinstance(data[k], list)]
-            if bad:
-                problem = f"{_json_kind(data[bad[0]])} for {bad[0]!r}, which is always a list"
-        if problem:
-            raise self._fail(MoodleInvalidResponseError(
-                f"Moodle answered {function} with {problem}. Moodle itself never sends that (it checks every "
-                "answer against the function's description), so a proxy, a plugin or a patched function changed "
-                "it. Nothing was loaded: check what sits between the connector and Moodle, and the server's "
-                "error log."))
-
     def fan_out(self, items: Iterable[P], work: Callable[[P], R]) -> Iterator[Tuple[P, R]]:
         """Run `work(item)` for every item, at most `max_concurrency` at a time, yielding in input order.
 
@@ -277,7 +263,7 @@ class MoodleClient:
         the caller stops early (an error, Ctrl-C), queued calls are dropped and calls in flight are not waited
         for: a Moodle answering slowly must not hold up the stop.
         """
-        width = self.config.max_concurrency
+        width = self.settings.max_concurrency
         window: Deque[Tuple[P, Future]] = deque()
         pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="moodle")
         finished = False
@@ -295,28 +281,35 @@ class MoodleClient:
             pool.shutdown(wait=finished, cancel_futures=True)
 
     # ---------------------------------------------------------------- HTTP
-    def _post(self, url: str, function: str, body: Any, query: Optional[dict] = None) -> Response:
-        import requests
+    def _session(self) -> requests.Session:
+        """This thread's session of dlt's client (one per thread, with its retries), sending through the counting
+        adapter: mounted, with requests' own Session.mount, on each session the client creates."""
+        session = self._http.session
+        if session.get_adapter(self._rest_url) is not self._adapter:
+            for prefix in ("https://", "http://"):
+                session.mount(prefix, self._adapter)
+        return session
 
+    def _post(self, url: str, function: str, body: Any, query: Optional[dict] = None) -> Response:
         try:
             with self._in_flight:
-                return self._http.session.post(url, params=query, data=body, auth=self.config.http_auth)
+                return self._session().post(url, params=query, data=body, auth=self.settings.http_auth)
         except requests.Timeout as exc:
             raise self._fail(MoodleUnavailableError(
-                f"Moodle did not answer {function} within {self.config.request_timeout:g}s after "
-                f"{self.config.max_attempts} attempts ({type(exc).__name__}). The site may be overloaded: "
+                f"Moodle did not answer {function} within {self.settings.request_timeout:g}s after "
+                f"{self.settings.max_attempts} attempts ({type(exc).__name__}). The site may be overloaded: "
                 "try later, or raise SOURCES__MOODLE__REQUEST_TIMEOUT."
             )) from None
         except requests.exceptions.SSLError:
             raise self._fail(MoodleTransportError(
-                f"The TLS certificate of {self.config.base_url} could not be verified. Fix the server's certificate, "
+                f"The TLS certificate of {self.settings.base_url} could not be verified. Fix the server's certificate, "
                 "or add your organisation's CA to the trust store (REQUESTS_CA_BUNDLE=/path/to/ca.pem); "
                 "verification is never switched off."
             )) from None
         except requests.RequestException as exc:
             raise self._fail(MoodleUnavailableError(
-                f"Could not reach Moodle at {self.config.base_url} for {function} after "
-                f"{self.config.max_attempts} attempts ({type(exc).__name__}). Check SOURCES__MOODLE__BASE_URL "
+                f"Could not reach Moodle at {self.settings.base_url} for {function} after "
+                f"{self.settings.max_attempts} attempts ({type(exc).__name__}). Check SOURCES__MOODLE__BASE_URL "
                 "and that the site is up."
             )) from None
 
@@ -342,7 +335,7 @@ class MoodleClient:
             ))
         if status != 200:
             raise self._fail(MoodleUnavailableError(
-                f"Moodle answered {function} with HTTP {status} after {self.config.max_attempts} attempts: "
+                f"Moodle answered {function} with HTTP {status} after {self.settings.max_attempts} attempts: "
                 "the server is failing; try again later."
             ))
         if is_html:
@@ -366,7 +359,7 @@ class MoodleClient:
         said = f"Moodle refused {function} (errorcode {code}: {message})"
         if code == "invalidtoken":
             return MoodleInvalidTokenError(
-                f"{said}. The token is unknown, expired or revoked: issue a new one and set SOURCES__MOODLE__TOKEN.",
+                f"{said}. The token is unknown, expired or revoked: issue a new one and set {CREDENTIALS_PREFIX}TOKEN.",
                 **kwargs,
             )
         if code == "sitemaintenance":
@@ -374,7 +367,7 @@ class MoodleClient:
         if code == "accessexception":
             return MoodleAccessError(said, **kwargs)  # call() asks again to tell which of its causes it was
         if code in _ACCESS_CODES:
-            capability = needs or settings.CAPABILITIES.get(function, "the capabilities listed for this function")
+            capability = needs or CAPABILITIES.get(function, "the capabilities listed for this function")
             return MoodleAccessError(
                 f"{said}. The token's user lacks the capability {capability}: add it to their role (see the README, "
                 "\"The Moodle role\"), or leave the course out with SOURCES__MOODLE__COURSE_IDS / CATEGORY_IDS.",
@@ -390,13 +383,9 @@ class MoodleClient:
             return MoodleRecordNotFoundError(
                 f"{said}. The record no longer exists (deleted during the run?).", **kwargs
             )
-        if code in settings.RETRYABLE_ERRORCODES:
+        if code in RETRYABLE_ERRORCODES:
             return MoodleRetryableAPIError(f"{said}. A transient lock on the server: try again.", **kwargs)
         return MoodleAPIError(
             f"{said}. This is an error inside Moodle (a plugin or the server): check the site's error log; "
             "the run can be retried once it is fixed.", **kwargs)
 
-
-def _json_kind(value: Any) -> str:
-    return {type(None): "null", dict: "an object", list: "a list", str: "a string", bool: "true/false"}.get(
-        type(value), "a number")

@@ -1,6 +1,6 @@
 """Moodle's stored text as a phone should show it: one language, no markup, no HTML entities.
 
-Names arrive as stored (the extract asks for raw values, see pipelines/moodle/settings.py CALL_SETTINGS):
+Names arrive as stored (the extract asks for raw values, see pipelines/moodle/client.py CALL_SETTINGS):
 multi-language blocks (`<span lang="sw" class="multilang">…</span>`, or the older `<lang lang="sw">…</lang>`)
 are resolved the way Moodle's multilang filter does (filter/multilang/classes/text_filter.php): the chosen
 language, then its parents (sw_ke -> sw), then English, then the first block. Grade values may carry the
