@@ -282,7 +282,7 @@ def emulator(
     with server as moodle:
         console.print(f"Moodle {moodle_version} emulator at {moodle.base_url}, token of the {profile} profile: "
                       f"{moodle.token} (demo only)")
-        console.print(f"  export SOURCES__MOODLE__BASE_URL={moodle.base_url} SOURCES__MOODLE__TOKEN=<token> "
+        console.print(f"  export SOURCES__MOODLE__BASE_URL={moodle.base_url} SOURCES__MOODLE__CREDENTIALS__TOKEN=<token> "
                       "SOURCES__MOODLE__ALLOW_INSECURE_HTTP=true")
         serve_until_interrupted()
 

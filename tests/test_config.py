@@ -307,3 +307,27 @@ def test_names_and_phones_are_read_in_the_configured_language_and_region(warehou
     assert all("Kiswahili" in names[raw] and "<" not in names[raw] for raw in multilang)
     warehouse.extract(default_phone_region="UG")  # the site's language again; the region applies on every read
     assert warehouse.rows("select phone1_e164 from users where id = ?", user.id) == [("+256712345678",)]
+
+
+@pytest.mark.parametrize("former", ["token", "login"])
+def test_credentials_under_their_former_names_still_work_and_say_what_to_rename(
+        warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, former: str) -> None:
+    """A scheduled run set up before the credentials moved to [sources.moodle.credentials] keeps running."""
+    from emulators.moodle import DEMO_PASSWORD, DEMO_SERVICE, DEMO_USERNAME
+    from pipelines.moodle_pipeline import run_extract
+
+    monkeypatch.setenv("SOURCES__MOODLE__BASE_URL", warehouse.moodle.base_url)
+    monkeypatch.setenv("SOURCES__MOODLE__ALLOW_INSECURE_HTTP", "true")
+    monkeypatch.setenv("SOURCES__MOODLE__COURSE_IDS", "[3]")
+    if former == "token":
+        monkeypatch.setenv("SOURCES__MOODLE__TOKEN", warehouse.moodle.token)
+    else:
+        monkeypatch.setenv("SOURCES__MOODLE__USERNAME", DEMO_USERNAME)
+        monkeypatch.setenv("SOURCES__MOODLE__PASSWORD", DEMO_PASSWORD)
+        monkeypatch.setenv("SOURCES__MOODLE__SERVICE", DEMO_SERVICE)
+    with caplog.at_level("WARNING"):
+        report = run_extract(warehouse.path)
+    assert report.table_rows["courses"] == 1
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "SOURCES__MOODLE__CREDENTIALS__" in said and "former names" in said
+    assert warehouse.moodle.token not in said and DEMO_PASSWORD not in said

@@ -10,6 +10,7 @@ settings (timeout, retries, plain http://) are declared once for both ends, in m
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, Union
 from urllib.parse import unquote, urlsplit
@@ -26,6 +27,8 @@ from moodle_commcare.http_settings import HttpSettings
 
 from .errors import MoodleConfigError
 from .gaps import ACCEPTABLE_GAPS
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "SOURCES__MOODLE__"
 CREDENTIALS_PREFIX = f"{ENV_PREFIX}CREDENTIALS__"
@@ -106,10 +109,30 @@ def source_arguments(options: Mapping[str, Any]) -> Dict[str, Any]:
     as `credentials`."""
     given = {k: v for k, v in options.items() if v is not None}
     login = {k: given.pop(k) for k in ("token", "username", "password", "service") if k in given}
-    credentials = credentials_from(**login)
+    credentials = credentials_from(**login) if login else former_credentials()
     if credentials is not None:
         given["credentials"] = credentials
     return given
+
+
+def former_credentials() -> Optional[MoodleCredentials]:
+    """Credentials a deployment set under their former names (SOURCES__MOODLE__TOKEN, [sources.moodle] token...),
+    read only when none are set under the current ones ([sources.moodle.credentials]): a scheduled run that worked
+    before the credentials moved keeps working, and says once what to rename."""
+    current: Any = dlt.secrets.get("sources.moodle.credentials")
+    if current or any(dlt.secrets.get(f"sources.moodle.credentials.{k}") for k in ("token", "username", "password")):
+        return None
+    former: Dict[str, str] = {}
+    for key in ("token", "username", "password", "service"):
+        value: Any = dlt.secrets.get(f"sources.moodle.{key}") or dlt.config.get(f"sources.moodle.{key}")
+        if value is not None and str(value).strip():
+            former[key] = str(value)
+    if not (former.get("token") or former.get("username") or former.get("password")):
+        return None
+    renamed = ", ".join(f"{env_name(k)} -> {CREDENTIALS_PREFIX}{k.upper()}" for k in sorted(former))
+    log.warning("Moodle credentials read under their former names; rename them (%s, or [sources.moodle] to "
+                "[sources.moodle.credentials] in .dlt/secrets.toml): a later version will stop reading them.", renamed)
+    return credentials_from(**former)
 
 
 def no_credentials() -> MoodleConfigError:
