@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import requests
-from dlt.sources.helpers.requests import Client, Response
+from dlt.sources.helpers.requests import Response
 
 from .config import CommCareSettings
 from .errors import CommCareAuthError, CommCareUnavailable, CommCareUploadRejected, CommCareUploadUncertain
@@ -62,14 +62,7 @@ class CommCareClient:
         settings.require_upload()
         self.settings = settings
         self.requests = 0
-        self._http = Client(
-            request_timeout=settings.request_timeout,
-            raise_for_status=False,
-            request_max_attempts=settings.max_attempts,
-            request_backoff_factor=settings.backoff_factor,
-            request_max_retry_delay=settings.max_retry_delay,
-            respect_retry_after_header=True,
-        )
+        self._http = settings.retrying_client(raise_for_status=False)  # the retries both ends declare once
         self._plain = requests.Session()  # no retries: for the upload POST
         self._auth = {"Authorization": f"ApiKey {settings.username}:{settings.api_key}"}
 
