@@ -62,8 +62,24 @@ def failing_as(title: str, where: Union[str, Callable[[], str]] = "the warehouse
         raise typer.Exit(code) from None
 
 
+STOP_GRACE_SECONDS = 10.0  # after Ctrl-C or SIGTERM, the longest a run may take to stop on its own
+
+
 def _stop(signum: int, frame: object) -> None:
+    """Ctrl-C or a scheduler's SIGTERM: stop as KeyboardInterrupt does (failing_as says so and leaves at once),
+    with a watchdog behind it. Python drops an exception raised where it cannot propagate (a finaliser, a
+    callback), and a run still waiting on Moodle would then wait out its request timeout; the watchdog ends the
+    process after STOP_GRACE_SECONDS whatever the main thread is doing. Nothing half-done is kept either way."""
+    watchdog = threading.Timer(STOP_GRACE_SECONDS, _force_exit, (signum,))
+    watchdog.daemon = True
+    watchdog.start()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _force_exit(signum: int) -> None:
+    os.write(2, f"Stopped by signal {signum}: interrupted. Nothing half-done is kept: the next run carries on.\n"
+                .encode())
+    os._exit(ExitCode.INTERRUPTED)
 
 
 def _warehouse(option: Optional[str]) -> Warehouse:
@@ -88,7 +104,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log warnin
     if not verbose:  # dlt logs a failing load job's traceback; the one line this command ends with says it all
         os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
     if threading.current_thread() is threading.main_thread():  # signals can only be caught there
-        signal.signal(signal.SIGTERM, _stop)  # a scheduler's stop ends a run as Ctrl-C does (failing_as)
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a scheduler's stop ends a run as Ctrl-C does (failing_as)
+            signal.signal(stop, _stop)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
