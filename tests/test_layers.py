@@ -14,8 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("moodle_commcare", "pipelines", "exports", "emulators", "dbt_project")
 
 CORE = {"moodle_commcare", "moodle_commcare.warehouse", "moodle_commcare.database", "moodle_commcare.runlog",
-        "moodle_commcare.runlock", "moodle_commcare.markers", "moodle_commcare.http_settings"}
-APP = {"moodle_commcare.cli", "moodle_commcare.report", "moodle_commcare.demo", "moodle_commcare.failures"}
+        "moodle_commcare.runlock", "moodle_commcare.markers", "moodle_commcare.http_settings",
+        "moodle_commcare.findings"}
+APP = {"moodle_commcare.cli", "moodle_commcare.report", "moodle_commcare.demo", "moodle_commcare.failures",
+       "moodle_commcare.check"}
 TRANSFORM = {"moodle_commcare.transform", "moodle_commcare.site_identity", "dbt_project"}
 
 
