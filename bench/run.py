@@ -52,6 +52,8 @@ class PeakRSS:
 
     def __init__(self) -> None:
         self.peak = 0
+        self._stage = 0  # which stage a sample belongs to: one taken before stage() began is not counted in it
+        self._lock = threading.Lock()
         threading.Thread(target=self._run, daemon=True).start()
 
     @staticmethod
@@ -89,12 +91,18 @@ class PeakRSS:
 
     def _run(self) -> None:
         while True:
-            self.peak = max(self.peak, self.now())
+            stage = self._stage
+            sample = self.now()
+            with self._lock:
+                if stage == self._stage:  # a sample taken during the previous stage must not raise this one's peak
+                    self.peak = max(self.peak, sample)
             time.sleep(0.05)
 
     @contextmanager
     def stage(self, into: Dict[str, Any]) -> Iterator[None]:
-        self.peak = self.now()
+        with self._lock:
+            self._stage += 1
+            self.peak = self.now()
         started = time.monotonic()
         yield
         into["seconds"] = round(time.monotonic() - started, 2)

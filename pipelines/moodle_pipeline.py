@@ -6,8 +6,11 @@ keyword arguments override them, which is how the demo and the tests point it at
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -22,6 +25,11 @@ os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 # parquet files and empties the merge staging tables instead of keeping a copy per run.
 os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
 os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
+# Memory (see the README's Performance): dlt reads the resources one after another rather than a row of each in
+# turn, so one fan-out's answers are in memory at a time, not every resource's; and it writes each table's rows to
+# its files every 1,000 rows rather than 5,000, in the extract as in the normalise step.
+os.environ.setdefault("EXTRACT__NEXT_ITEM_MODE", "fifo")
+os.environ.setdefault("DATA_WRITER__BUFFER_MAX_ITEMS", "1000")
 
 import dlt  # noqa: E402
 import duckdb  # noqa: E402
@@ -147,6 +155,8 @@ def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progres
                 raise MoodleConfigError(described) from None
             # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
             pipeline.extract(source, loader_file_format="parquet")
+            del source  # the run's reads of the site (every enrolment...) are in the package now: not kept for the load
+            release_memory()
             normalized = pipeline.normalize()
             info = _load(path, pipeline)
         except PipelineStepFailed as exc:
@@ -163,10 +173,33 @@ def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progres
     rows.pop("_dlt_pipeline_state", None)
     report = ExtractReport(duckdb=path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
                            seconds=seconds, load_info=info, warnings=run_warnings(pipeline), recovered=recovered)
+    release_memory()  # the stages after this one (dbt's own process among them) do not carry the extract's memory
     runlog.record(path, "extract", "ok", began, {"rows_loaded": rows, "requests": stats.total_requests,
                                                  "retries": stats.retries, "seconds": round(seconds, 1),
                                                  "warnings": [f"{w['what']} ({w['fix']})" for w in report.warnings]})
     return report
+
+
+def release_memory() -> None:
+    """Give back to the system what the extract freed, so the process does not carry it into the next stages.
+
+    dlt logs each configuration it resolves, with the exception of a lookup that found nothing, whose traceback
+    holds the frames, and so the source and its reads of the site, until dlt's next step; that log is cleared (as
+    dlt clears it at the end of each step). Then the garbage is collected, pyarrow's pool and the C allocator
+    (glibc's malloc_trim; nothing elsewhere) hand their free pages back.
+    """
+    from dlt.common.configuration.utils import get_resolved_traces
+
+    get_resolved_traces().clear()
+    gc.collect()
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        pyarrow.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
 
 
 def load_state(path: Path) -> Optional[str]:
