@@ -12,7 +12,9 @@ Part of the core: it imports nothing of this project.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, ClassVar, Optional, Type
+from urllib.parse import urlsplit
 
 from dlt.common.configuration import configspec
 from dlt.common.configuration.exceptions import (
@@ -109,3 +111,13 @@ class HttpSettings(BaseConfiguration):
             respect_retry_after_header=True,
             **options,
         )
+
+
+def is_loopback(url: str) -> bool:
+    """Whether `url` names this very machine (127.0.0.0/8, ::1, localhost): plain http there carries nothing over a
+    network (a test server, an SSH tunnel), so the checks do not warn about it."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

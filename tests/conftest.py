@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -106,3 +107,16 @@ def hq() -> Iterator[Any]:
 
     with CommCareEmulator(owners=set(OWNERS)) as emulator:
         yield emulator
+
+
+def network_address() -> str:
+    """This machine's address on its network (not loopback), or a skip: no packet is sent to find it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))
+        except OSError:
+            pytest.skip("no network interface besides loopback")
+        address = str(probe.getsockname()[0])
+    if address.startswith("127."):
+        pytest.skip("no network interface besides loopback")
+    return address

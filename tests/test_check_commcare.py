@@ -17,6 +17,8 @@ from exports.commcare import CommCareSettings
 from exports.commcare.preflight import CHECKS, CommCareFindings, check_commcare
 from moodle_commcare.findings import Finding, Status
 
+from .conftest import network_address
+
 API_KEY = "cc-secret-check-5b1f0e9d7a"  # distinct from the emulator's default, to be found if it leaks
 OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
 KINDS = {"demo-location-science": "location", "demo-group-biology": "group"}
@@ -40,13 +42,6 @@ def hq(certificate: Tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterato
     """A project set up right, served over https; this machine trusts its certificate."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
     with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS), tls=certificate) as emulator:
-        emulator.api_key = API_KEY
-        yield emulator
-
-
-@pytest.fixture
-def plain_hq() -> Iterator[CommCareEmulator]:
-    with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS)) as emulator:
         emulator.api_key = API_KEY
         yield emulator
 
@@ -105,14 +100,23 @@ def test_missing_settings_are_named_and_nothing_is_sent(hq: CommCareEmulator, tm
     assert "COMMCARE__PROJECT is not set" in one["settings"].detail
 
 
-def test_plain_http_is_refused_unless_allowed_then_warned(plain_hq: CommCareEmulator, tmp_path: Path) -> None:
-    refused = check(plain_hq, tmp_path)
-    assert refused["settings"].status == Status.FAIL and "COMMCARE__ALLOW_INSECURE_HTTP" in refused["settings"].detail
-    assert sum(plain_hq.requests.values()) == 0
-    allowed = check(plain_hq, tmp_path, allow_insecure_http=True)
-    assert allowed["server"].status == Status.WARN and "clear text" in allowed["server"].detail
-    assert "https://" in allowed["server"].fix and allowed["server"].loses
-    assert [c for c, f in allowed.items() if f.status != Status.OK] == ["server"]
+def test_plain_http_is_refused_unless_allowed_then_warned(tmp_path: Path) -> None:
+    """Plain http carries the key in clear over a network; to this very machine (the tests' emulators, a tunnel)
+    it carries it nowhere, and is not warned about."""
+    address = network_address()
+    with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS), host="0.0.0.0") as plain_hq:
+        plain_hq.api_key = API_KEY
+        over_network = plain_hq.base_url.replace("0.0.0.0", address)
+        refused = check(plain_hq, tmp_path, base_url=over_network)
+        assert refused["settings"].status == Status.FAIL and "COMMCARE__ALLOW_INSECURE_HTTP" in refused["settings"].detail
+        assert sum(plain_hq.requests.values()) == 0
+        allowed = check(plain_hq, tmp_path, base_url=over_network, allow_insecure_http=True)
+        assert allowed["server"].status == Status.WARN and "clear text" in allowed["server"].detail
+        assert "https://" in allowed["server"].fix and allowed["server"].loses
+        assert [c for c, f in allowed.items() if f.status != Status.OK] == ["server"]
+        local = check(plain_hq, tmp_path, base_url=plain_hq.base_url.replace("0.0.0.0", "127.0.0.1"),
+                      allow_insecure_http=True)
+        assert local["server"].status == Status.OK and "this machine" in local["server"].detail
 
 
 # ---------------------------------------------------------------------------------------------- server

@@ -118,6 +118,11 @@ class MoodleEmulator:
         self.prohibited: set = set()
         self.services = {DEMO_SERVICE, "moodle_mobile_app"}
         self.maintenance: Optional[str] = None  # None, "json" (sitemaintenance body) or "html" (503 page)
+        # Site administration > Advanced features > Enable web services ($CFG->enablewebservices), and Server > Web
+        # services > Manage protocols > REST ($CFG->webserviceprotocols): webservice_protocol_is_enabled('rest')
+        # (webservice/lib.php) needs both
+        self.web_services_enabled = True
+        self.rest_protocol_enabled = True
         self.faults: List[Fault] = []
         self.requests: Counter[str] = Counter()
         self.request_log: List[Dict[str, Any]] = []
@@ -261,10 +266,16 @@ class MoodleEmulator:
                                           {"WWW-Authenticate": 'Basic realm="Moodle"'})
                 if url.path.startswith("/_admin/") and emulator.control:
                     return self._admin(url.path, flat)
-                if url.path.endswith("/login/token.php"):
+                # Moodle's scripts sit at fixed places under the site root ($CFG->wwwroot, here the server's root): the
+                # web server answers 404 for anything else, e.g. a base URL missing the /moodle a site lives under
+                if url.path == "/login/token.php":
                     return self._token(flat)
-                if not url.path.endswith("/webservice/rest/server.php"):
+                if url.path != "/webservice/rest/server.php":
                     return self._send(404, b"<html><body><h1>404 Not Found</h1></body></html>", "text/html")
+                if not (emulator.web_services_enabled and emulator.rest_protocol_enabled):
+                    # webservice/rest/server.php: `if (!webservice_protocol_is_enabled('rest'))` sends HTTP 403 and dies
+                    # with no body (older releases died with 200 and no body; ../shared/specs/moodle-web-services.md B)
+                    return self._send(403, b"", "text/html")
                 function = flat.get("wsfunction", "")
                 params = parse_php_params([(k, v) for k, v in pairs if not k.startswith(("wstoken", "wsfunction", "moodlews"))])
                 with emulator._lock:
@@ -306,6 +317,10 @@ class MoodleEmulator:
                 self._json(answer)
 
             def _token(self, flat: Dict[str, str]) -> None:
+                if not emulator.web_services_enabled:  # login/token.php: moodle_exception('enablewsdescription')
+                    return self._json({"error": "Web services must be enabled in Advanced features.",
+                                       "errorcode": "enablewsdescription", "stacktrace": None, "debuginfo": None,
+                                       "reproductionlink": None})
                 if emulator.maintenance:
                     return self._json({"error": "Site is in maintenance", "errorcode": "sitemaintenance",
                                        "stacktrace": None, "debuginfo": None, "reproductionlink": None})

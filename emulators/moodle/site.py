@@ -15,6 +15,9 @@ VERSIONS: Dict[str, Tuple[str, str]] = {
     # $CFG->version and $CFG->release as core_webservice_get_site_info returns them (webservice/externallib.php)
     "4.1": ("2022112800", "4.1 (Build: 20221128)"),
     "4.5": ("2024100700", "4.5 (Build: 20241007)"),  # as ../shared/moodle-real-4.5 answered
+    # A release newer than the connector is tested with, for `check`'s version warning: only its site info (version,
+    # release: public/version.php of 5.0) is modelled; every other answer is 4.5's (at_least("4.5") holds)
+    "5.0": ("2025041400", "5.0 (Build: 20250414)"),
 }
 
 # lib/UPGRADING.md, 4.5, MDL-81919: these exceptions moved to \core\exception; get_class() then reports the

@@ -27,6 +27,7 @@ import requests
 from dlt.sources.helpers.requests import Response
 
 from moodle_commcare.findings import Finding, Status
+from moodle_commcare.http_settings import is_loopback
 from moodle_commcare.warehouse import CASE_TYPES
 
 from .config import CommCareSettings
@@ -305,14 +306,15 @@ class _Checker:
         return True
 
     def _server_ok(self) -> None:
-        if urlsplit(self.settings.base_url).scheme == "http":
+        if urlsplit(self.settings.base_url).scheme == "http" and not is_loopback(self.settings.base_url):
             self.set("commcare.server", Status.WARN, f"{self.origin} answers as CommCare HQ's API, but over plain "
                      "http://: the API key and every case travel in clear text (COMMCARE__ALLOW_INSECURE_HTTP is set).",
                      "Use an https:// address in COMMCARE__BASE_URL and unset COMMCARE__ALLOW_INSECURE_HTTP; keep "
                      "plain http only for a test server on a network you trust.",
                      loses="Anyone on the network path can read the API key and the students' data.")
         else:
-            self.set("commcare.server", Status.OK, f"{self.origin} answers as CommCare HQ's API, over https.")
+            self.set("commcare.server", Status.OK, f"{self.origin} answers as CommCare HQ's API, over "
+                     + ("https." if urlsplit(self.settings.base_url).scheme == "https" else "http on this machine."))
 
     # ------------------------------------------------------------------ 4: case types
     def case_types(self, any_cases: Optional[bool]) -> None:

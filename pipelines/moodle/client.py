@@ -224,8 +224,9 @@ class MoodleClient:
             if again.errorcode != "accessexception":
                 raise
             raise self._fail(MoodleAccessError(
-                "Moodle refuses every call with this token (accessexception). Its user may be suspended or lack "
-                "webservice/rest:use, or the token or its service is restricted to other IP addresses: check the "
+                "Moodle refuses every call with this token (accessexception). Web services may be off (Site "
+                "administration > Advanced features > Enable web services), the token's user suspended or "
+                "without webservice/rest:use, or the token or its service restricted to other IP addresses: check the "
                 "token under Site administration > Server > Web services > Manage tokens.",
                 function=function, errorcode="accessexception", exception=original.exception)) from None
         if function not in {f.get("name") for f in info.get("functions") or []}:
@@ -368,11 +369,13 @@ class MoodleClient:
             return MoodleAccessError(said, **kwargs)  # call() asks again to tell which of its causes it was
         if code in _ACCESS_CODES:
             capability = needs or CAPABILITIES.get(function, "the capabilities listed for this function")
-            return MoodleAccessError(
+            refused = MoodleAccessError(
                 f"{said}. The token's user lacks the capability {capability}: add it to their role (see the README, "
                 "\"The Moodle role\"), or leave the course out with SOURCES__MOODLE__COURSE_IDS / CATEGORY_IDS.",
                 **kwargs,
             )
+            refused.capability = capability
+            return refused
         if code == "invalidparameter":
             return MoodleInvalidParameterError(
                 f"{said}. A parameter was rejected: check SOURCES__MOODLE__COURSE_IDS / CATEGORY_IDS; if they are "

@@ -206,6 +206,22 @@ class MoodleSettings(HttpSettings):
         return super().describe(exc)
 
     @classmethod
+    def from_dlt(cls, **options: Any) -> "MoodleSettings":
+        """The settings the extract would run with ([sources.moodle] in .dlt/, SOURCES__MOODLE__*, `options` not None
+        winning, as run_extract takes them), for what reads the site without extracting it (`check`); a setting dlt
+        refuses fails with its name, as MoodleConfigError."""
+        from dlt.common.configuration import resolve_configuration
+
+        try:
+            return resolve_configuration(cls(), sections=("sources", "moodle"),
+                                         explicit_value=source_arguments(options))
+        except ConfigurationException as exc:
+            described = cls.describe(exc)
+            if described is None:
+                raise
+            raise MoodleConfigError(described) from None
+
+    @classmethod
     def build(cls, base_url: Optional[str] = None, *, token: Optional[str] = None, username: Optional[str] = None,
               password: Optional[str] = None, service: Optional[str] = None, **settings: Any) -> "MoodleSettings":
         """Settings from these values alone (no file or environment is read: tests, scripts), checked as dlt's are.

@@ -61,7 +61,10 @@ class MoodleInvalidTokenError(MoodleAPIError):
 
 
 class MoodleAccessError(MoodleAPIError):
-    """The token's user lacks a capability, or the token is restricted (IP, validity, suspended user)."""
+    """The token's user lacks a capability, or the token is restricted (IP, validity, suspended user).
+    `capability`: the capability the function needs, when Moodle refused for lack of one."""
+
+    capability: Optional[str] = None
 
 
 class MoodleDataGapError(MoodleError):

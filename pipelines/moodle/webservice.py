@@ -64,6 +64,18 @@ CAPABILITIES = {
 }
 CAP_ENROLREVIEW = "moodle/course:enrolreview"  # core_enrol_get_enrolled_users with onlyactive needs it
 CAP_ALLGROUPS = "moodle/site:accessallgroups"
+CAP_CREATETOKEN = "moodle/webservice:createtoken"  # login/token.php, for a username + password instead of a token
+# The connector's role, granted at system level (the README's "The Moodle role" explains each): everything the
+# functions above check, plus what makes Moodle show data it otherwise leaves out without a word. Read-only: no
+# moodle/course:update, no moodle/user:update, and no moodle/grade:viewhidden (hidden grades stay off phones).
+ROLE_CAPABILITIES = (
+    "webservice/rest:use", "moodle/course:view", "moodle/course:viewhiddencourses",
+    "moodle/category:viewhiddencategories", "moodle/course:viewparticipants", CAP_ENROLREVIEW, CAP_ALLGROUPS,
+    "moodle/course:viewhiddenuserfields", "moodle/user:viewdetails", "moodle/user:viewhiddendetails",
+    "moodle/user:viewalldetails", "moodle/site:viewuseridentity", "moodle/site:viewfullnames",
+    "moodle/course:viewsuspendedusers", "moodle/grade:viewall", "gradereport/user:view", "report/progress:view",
+    "report/completion:view", "mod/assign:view", "mod/assign:grade",
+)
 
 # What each function answers at the top level, and the keys that hold its lists. A real Moodle checks every
 # answer against the function's description before sending it (lib/external/classes/external_api.php
