@@ -89,9 +89,52 @@ def _warehouse(option: Optional[str]) -> Warehouse:
     raise AssertionError("unreachable: failing_as exits")
 
 
-def _extract(warehouse: Warehouse, **options) -> None:  # type: ignore[no-untyped-def]
+SKIP_CHECK_OPTION = typer.Option(False, "--skip-check", help="Do not run the pre-flight check first (see `check`).")
+
+
+def _preflight(end: str, warehouse: Warehouse, **options: Any) -> None:
+    """The check of one end before a stage talks to it: a FAIL stops the stage before anything is sent, with the
+    table saying what to fix (exit code of that end, or SETTINGS when the settings themselves are wrong); WARNs are
+    shown and the stage goes on."""
+    from .check import MOODLE, CheckReport, check_commcare_end, check_moodle_end
+    from .report import print_check
+
+    if warehouse.lock_holder() is not None:
+        return  # another run holds the warehouse: the stage says so at once, without asking anyone first
+    with failing_as("Moodle extract failed" if end == MOODLE else "CommCare export failed"):
+        _settings_of(end, options)  # settings that cannot be read fail as the stage itself would, in one line
+    report = CheckReport()
+    with failing_as("Pre-flight check failed"), console.status(f"Checking {end.title()}…"):
+        if end == MOODLE:
+            check_moodle_end(report, **options)
+        else:
+            check_commcare_end(report, warehouse, **options)
+    if not report.problems():
+        return
+    print_check(err, report, only_problems=True)
+    if report.failed():
+        settings = any(f.status.value == "FAIL" and f.check.endswith(".settings") for f in report.findings)
+        code = ExitCode.SETTINGS if settings else ExitCode.MOODLE if end == MOODLE else ExitCode.COMMCARE
+        err.print(f"[bold red]Stopped before {'extracting' if end == MOODLE else 'uploading'}:[/] fix what the table "
+                  "says, then run again (`moodle-commcare check` checks both ends; --skip-check skips this).")
+        raise typer.Exit(code)
+
+
+def _settings_of(end: str, options: Dict[str, Any]) -> Any:
+    if end == "moodle":
+        from pipelines.moodle.config import MoodleSettings
+
+        return MoodleSettings.from_dlt(**options)
+    from exports.commcare import CommCareSettings
+
+    return CommCareSettings.from_dlt(**options)
+
+
+def _extract(warehouse: Warehouse, skip_check: bool = False, **options) -> None:  # type: ignore[no-untyped-def]
     from .report import print_extract
 
+    if not skip_check:
+        _preflight("moodle", warehouse, **{k: v for k, v in options.items() if k != "full_refresh"})
     with failing_as("Moodle extract failed", where=f"the warehouse ({warehouse.path.parent})"):
         with console.status("Extracting from Moodle…") as status:
             report = run_extract(warehouse, on_progress=_progress(status), **options)
@@ -114,12 +157,13 @@ def extract(
     warehouse: Optional[str] = WAREHOUSE_OPTION,
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Re-fetch grades, completion and contents everywhere."),
     course_id: Optional[List[int]] = typer.Option(None, "--course-id", help="Limit to these courses (repeatable)."),
+    skip_check: bool = SKIP_CHECK_OPTION,
 ) -> None:
     """Load the configured Moodle site (.dlt/config.toml, .dlt/secrets.toml, SOURCES__MOODLE__*) into DuckDB."""
     options: Dict[str, Any] = {"full_refresh": True} if full_refresh else {}
     if course_id:
         options["course_ids"] = course_id
-    _extract(_warehouse(warehouse), **options)
+    _extract(_warehouse(warehouse), skip_check=skip_check, **options)
 
 
 def _transform(warehouse: Warehouse, dbt_vars: Optional[dict] = None, quiet: bool = False,
@@ -164,11 +208,13 @@ def _var_value(text: str) -> object:
 
 
 def _export(warehouse: Warehouse, upload: bool, dry_run: bool, full: bool, allow_mass_change: bool = False,
-            **settings) -> None:  # type: ignore[no-untyped-def]
+             skip_check: bool = False, **settings) -> None:  # type: ignore[no-untyped-def]
     from exports.commcare import CommCareSettings, run_export
 
     from .report import print_export
 
+    if upload and not dry_run and not skip_check:
+        _preflight("commcare", warehouse, **{k: v for k, v in settings.items() if k != "out_dir"})
     config = None
 
     def where() -> str:
@@ -195,9 +241,51 @@ def export(
         False, "--allow-mass-change",
         help="Go ahead although the export would close or update more open cases than the safety thresholds allow."),
     out: Optional[Path] = typer.Option(None, help="Folder for the workbooks (default exports/out)."),
+    skip_check: bool = SKIP_CHECK_OPTION,
 ) -> None:
     """Write changed cases as bulk-import workbooks (always) and upload them (--upload)."""
-    _export(_warehouse(warehouse), upload, dry_run, full, allow_mass_change, out_dir=out)
+    _export(_warehouse(warehouse), upload, dry_run, full, allow_mass_change, skip_check, out_dir=out)
+
+
+@app.command()
+def check(
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON (for scripts and monitoring)."),
+    moodle_only: bool = typer.Option(False, "--moodle", help="Check Moodle only."),
+    commcare_only: bool = typer.Option(False, "--commcare", help="Check CommCare only."),
+) -> None:
+    """Before the first run: what in Moodle's and CommCare's set-up would make a run stop or lose data, and exactly
+    where to fix it. Reads only; a few dozen requests. Exit code 0 all OK, 1 warnings, 2 failures."""
+    import json
+
+    from .check import CheckReport, check_commcare_end, check_moodle_end
+    from .report import print_check
+
+    wh = _warehouse(warehouse)
+    report = CheckReport()
+    with failing_as("Check failed"):
+        with console.status("Checking…") if not as_json else ExitStack():
+            if not commcare_only:
+                check_moodle_end(report)
+            if not moodle_only:
+                check_commcare_end(report, wh)
+    if as_json:
+        console.file.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        print_check(console, report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("moodle-role")
+def moodle_role(
+    login: bool = typer.Option(False, "--login", help="Also allow what a username + password login needs "
+                                                      "(moodle/webservice:createtoken)."),
+) -> None:
+    """Print the connector's Moodle role as a role preset file: save it, then in Moodle upload it on Site
+    administration > Users > Permissions > Define roles > Add a new role, and assign the role at system level."""
+    from pipelines.moodle.preflight import role_preset
+
+    console.file.write(role_preset(login=login))
 
 
 @app.command()
@@ -251,16 +339,32 @@ def demo(
         wh = Warehouse.of(warehouse)
         held.enter_context(wh.run_lock("demo"))
     with held, MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=demo_settings.OWNERS) as hq:
+        moodle_settings: Dict[str, Any] = dict(base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
+        commcare_settings: Dict[str, Any] = dict(base_url=hq.base_url, project=hq.domain, username=hq.username,
+                                                 api_key=hq.api_key, allow_insecure_http=True)
+        console.rule("0. Check: is each end set up as the connector needs?")
+        _check_both(wh, moodle_settings, commcare_settings, owner_ids=demo_settings.OWNERS)
         console.rule("1. Extract: Moodle emulator → DuckDB")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
-        _extract(wh, base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
+        _extract(wh, skip_check=True, **moodle_settings)
         console.rule("2. Transform: dbt → CommCare case tables")
         _transform(wh, demo_settings.dbt_vars(), quiet=True)
         console.rule("3. Export: changed cases → CommCare emulator's bulk case import")
         console.print(f"CommCare emulator (project {hq.domain}) at {hq.base_url}")
         _forget_commcare(wh)  # this CommCare emulator starts empty: so do the ledger and the job journal
-        _export(wh, upload=True, dry_run=False, full=False, base_url=hq.base_url, project=hq.domain,
-                username=hq.username, api_key=hq.api_key, allow_insecure_http=True, poll_interval=0.2)
+        _export(wh, upload=True, dry_run=False, full=False, skip_check=True, poll_interval=0.2, **commcare_settings)
+
+
+def _check_both(warehouse: Warehouse, moodle_settings: Dict[str, Any], commcare_settings: Dict[str, Any],
+                owner_ids: Any) -> None:
+    from .check import CheckReport, check_commcare_end, check_moodle_end
+    from .report import print_check
+
+    report = CheckReport()
+    with failing_as("Check failed"), console.status("Checking…"):
+        check_moodle_end(report, **moodle_settings)
+        check_commcare_end(report, warehouse, owner_ids=owner_ids, **commcare_settings)
+    print_check(console, report)
 
 
 def _forget_commcare(warehouse: Warehouse) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.moodle_pipeline import ExtractReport
 
+from .check import CheckReport
 from .transform import TransformReport
 
 
@@ -133,4 +135,36 @@ def print_status(console: Console, path, runs: list) -> None:  # type: ignore[no
                                  f"{s['closed']} closed, {s['failed']} failed")
             what = "; ".join(parts) + ("" if summary.get("uploaded") else " (files only)")
         table.add_row(run["stage"], run["status"], f"{run['finished_at']:%Y-%m-%d %H:%M:%S}", what)
+    console.print(table)
+
+
+_STATUS_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "SKIPPED": "dim"}
+
+
+def print_check(console: Console, report: CheckReport, only_problems: bool = False) -> None:
+    """One row per check; for each WARN or FAIL, where to fix it, the capability, and what is lost if left.
+    Every text is printed as it is (no rich markup): messages quote [sources.moodle] and the like."""
+    problems = bool(report.problems())
+    table = Table(title="Pre-flight check" + (": what needs attention" if only_problems else ""), title_justify="left",
+                  show_lines=problems)
+    table.add_column("status", no_wrap=True)
+    table.add_column("check", ratio=1)
+    table.add_column("found", ratio=2)
+    if problems:
+        table.add_column("to fix (and if left)", ratio=2)
+    for f in report.findings:
+        if only_problems and f.status.value not in ("WARN", "FAIL"):
+            continue
+        fix = Text(f.fix)
+        if f.capability:
+            fix.append(f"\ncapability: {f.capability}", style="cyan")
+        if f.loses:
+            fix.append(f"\nif left: {f.loses}", style="dim")
+        table.add_row(Text(f.status.value, style=_STATUS_STYLE[f.status.value]), Text(f"{f.system}: {f.title}"),
+                      Text(f.detail), *([fix] if problems else []))
+    counts = {s: sum(1 for f in report.findings if f.status.value == s) for s in ("OK", "WARN", "FAIL", "SKIPPED")}
+    cost = ", ".join(f"{end}: {n} requests in {report.seconds.get(end, 0):.1f} s" for end, n in report.requests.items())
+    table.caption = (f"{counts['OK']} OK, {counts['WARN']} warnings, {counts['FAIL']} failures, {counts['SKIPPED']} "
+                     f"not checked ({cost}). Nothing was changed on either side.")
+    table.caption_justify = "left"
     console.print(table)

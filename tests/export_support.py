@@ -92,5 +92,6 @@ def spawn_export(db: Path, hq: CommCareEmulator, tmp_path: Path, *extra: str) ->
            "COMMCARE__USERNAME": hq.username, "COMMCARE__API_KEY": hq.api_key,
            "COMMCARE__ALLOW_INSECURE_HTTP": "true", "COMMCARE__POLL_INTERVAL": "0.01",
            "COMMCARE__OUT_DIR": str(tmp_path / "out")}
-    args: List[str] = [sys.executable, "-m", "moodle_commcare.cli", "export", "--upload", "--duckdb", str(db), *extra]
+    args: List[str] = [sys.executable, "-m", "moodle_commcare.cli", "export", "--upload", "--skip-check", "--duckdb",
+                       str(db), *extra]
     return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

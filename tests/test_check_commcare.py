@@ -285,3 +285,9 @@ def test_owner_lists_are_read_page_by_page_only_as_far_as_needed(hq: CommCareEmu
     found = {f.check: f for f in findings}
     assert found["commcare.owners"].status == Status.OK and "worker-1499 (a mobile worker)" in found["commcare.owners"].detail
     assert len(counted) == 4 + 2, "the four checks before, then two pages of the user list and no other list"
+
+
+def test_every_check_is_documented() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for check_id in CHECKS:
+        assert f"`{check_id}`" in readme, f"README lists {check_id}"

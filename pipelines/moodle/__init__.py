@@ -9,7 +9,8 @@ Laid out as dlt's verified sources are:
 - `resources.py`: one resource per table, each taking the client and the run's shared reads (`run.py`);
 - `selection.py`: which courses a run reads, and what changed since the last run (watermarks, cursors);
 - `enrolments.py`: enrolment lists read so nobody is lost; `gaps.py`: what Moodle hid from the token's user;
-- `schema.py`: every table and column; `readable.py`: E.164 phones and plain-text names added as rows pass.
+- `schema.py`: every table and column; `readable.py`: E.164 phones and plain-text names added as rows pass;
+- `preflight.py`: `moodle-commcare check`'s Moodle half, reading a sample through the modules above.
 """
 
 from __future__ import annotations
