@@ -33,7 +33,9 @@ from rich.table import Table
 from emulators.moodle.school import T0
 from exports.commcare import CommCareSettings, run_export
 from moodle_commcare import demo, runlog
+from moodle_commcare.check import CheckReport, check_commcare_end, check_moodle_end
 from moodle_commcare.transform import run_transform
+from moodle_commcare.warehouse import Warehouse
 from pipelines.moodle.params import encode_params
 from pipelines.moodle_pipeline import run_extract
 
@@ -204,6 +206,17 @@ def pipeline_run(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rss: Peak
     return figures
 
 
+def preflight(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any]) -> Dict[str, Any]:
+    """What `moodle-commcare check` costs on this site: requests and seconds per end, and what it found."""
+    report = CheckReport()
+    check_moodle_end(report, base_url=moodle["base_url"], token=moodle["token"], allow_insecure_http=True)
+    check_commcare_end(report, Warehouse.of(db), owner_ids=demo.OWNERS, base_url=hq["base_url"], project=hq["project"],
+                       username=hq["username"], api_key=hq["api_key"], allow_insecure_http=True)
+    return {"exit_code": report.exit_code, "problems": [f"{f.check}: {f.status.value}" for f in report.problems()],
+            **{end: {"requests": report.requests[end], "seconds": round(report.seconds[end], 2)}
+               for end in report.requests}}
+
+
 def time_derived(db: Path) -> Dict[Tuple[str, str], Any]:
     """Per open case, what a day passing may change: the engagement band and assignments falling overdue."""
     with duckdb.connect(str(db), read_only=True) as con:
@@ -271,6 +284,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, serve("emulators.moodle", *moodle_args) as moodle, \
             serve("emulators.commcare", f"--owners={','.join(sorted(demo.OWNERS))}") as hq:
         db = Path(tmp) / "bench.duckdb"
+        console.rule("Pre-flight check of both ends (moodle-commcare check)")
+        result["check"] = preflight(db, moodle, hq)
         console.rule(f"Full run ({args.size}, {args.latency * 1000:g} ms per Moodle call, concurrency {args.concurrency})")
         result["full"] = pipeline_run(db, moodle, hq, rss, args.concurrency, Path(tmp) / "out")
         extract = result["full"]["extract"]
@@ -307,7 +322,16 @@ def main() -> None:
 def targets(r: Dict[str, Any]) -> List[Dict[str, Any]]:
     full, nochange, one = r["full"], r["no_change"], r["one_percent"]
     peak = max(stage["peak_rss_mb"] for run in (full, nochange, one) for stage in run.values() if isinstance(stage, dict))
+    first_peak = max(stage["peak_rss_mb"] for stage in full.values() if isinstance(stage, dict))
+    check = r.get("check")
     return [
+        *([{"target": "check: a few dozen requests, seconds, nothing found on a site set up right",
+            "value": f"{check['moodle']['requests'] + check['commcare']['requests']} requests, "
+                     f"{check['moodle']['seconds'] + check['commcare']['seconds']:.1f} s, exit {check['exit_code']}",
+            "met": check["moodle"]["requests"] + check["commcare"]["requests"] <= 50 and check["exit_code"] == 0,
+            "why": "; ".join(check["problems"])}] if check else []),
+        {"target": "first run peaks under 600 MB (all processes)", "value": f"{first_peak:,.0f} MB",
+         "met": first_peak < 600},
         {"target": "extract requests within 10% of the API's minimum", "value": f"{r['minimum_requests']['ratio']:.3f}×",
          "met": r["minimum_requests"]["ratio"] <= 1.10},
         {"target": "≥10× fewer requests than the naive pattern, for the data it fetches (enrolments, profiles, grades)",
@@ -369,6 +393,8 @@ def show(r: Dict[str, Any]) -> None:
             extra = f" (settle {s['settle_seconds']:.2f} s)" if "settle_seconds" in s else ""
             stages.add_row(f"next_day_{f}", stage + extra, "", f"{s['seconds']:.1f}",
                            f"{s.get('rows', ''):,}" if "rows" in s else "", "", f"{s['peak_rss_mb']:,.0f}")
+    for end, figures in ((e, r["check"][e]) for e in ("moodle", "commcare") if e in r.get("check", {})):
+        stages.add_row("check", end, f"{figures['requests']:,}", f"{figures['seconds']:.1f}", "", "", "")
     n = r["naive"]
     stages.add_row("naive", "extract (profiles + grades)", f"{n['requests']:,}", f"{n['seconds']:.1f}", "", "", "")
     console.print(stages)
