@@ -335,3 +335,14 @@ def test_the_role_preset_allows_exactly_the_role() -> None:
         allowed = {p.text for p in role.find("permissions")}  # type: ignore[union-attr]
         assert {p.tag for p in role.find("permissions")} == {"allow"}  # type: ignore[union-attr]
         assert allowed == set(ROLE_CAPABILITIES) | ({CAP_CREATETOKEN} if login else set())
+
+
+def test_per_student_due_dates_refused() -> None:
+    """mod_assign_get_participant checks the caller's rights on the assignment itself (mod/assign/externallib.php):
+    a site whose role was changed by an override on that one activity refuses it while the others read fine."""
+    with MoodleEmulator(spec=SMALL) as moodle:
+        moodle.inject("nopermissions", "mod_assign_get_participant", times=5)
+        found = by_check(run_check(moodle, due_date_overrides=True))
+        assert found["moodle.due_dates"].status == F
+        assert "mod/assign:grade" in found["moodle.due_dates"].capability
+        assert found["moodle.assignments"].status == Status.OK

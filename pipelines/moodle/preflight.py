@@ -197,23 +197,19 @@ class _Checker:
         self.ok_details[check] = detail or ""
 
     def settle(self) -> None:
-        """Each probe's outcome: the worst gap recorded for it, else OK with what was read."""
-        for check, detail in self.ok_details.items():
+        """Each probe's outcome: the worst gap recorded for it, else OK with what was read; and the gaps a probe
+        found for another check (the course selection's)."""
+        others = [c for c in self.gaps.problems if c not in self.ok_details and c not in self.results]
+        for check in [*self.ok_details, *others]:
             problems = self.gaps.problems.get(check, [])
             if not problems:
-                self.set(check, Status.OK, detail)
+                self.set(check, Status.OK, self.ok_details[check])
                 continue
             worst = Status.FAIL if any(p[0] == Status.FAIL for p in problems) else Status.WARN
             shown = [p for p in problems if p[0] == worst]
-            fixes = list(dict.fromkeys(p[3] for p in shown))
             capability = ", ".join(dict.fromkeys(c for p in shown for c in _CAPABILITY.findall(p[3])))
-            self.set(check, worst, " ".join(p[2] for p in shown), fix="; ".join(fixes),
+            self.set(check, worst, " ".join(p[2] for p in shown), fix="; ".join(dict.fromkeys(p[3] for p in shown)),
                      capability=_in_system_context(capability))
-        for check, problems in self.gaps.problems.items():  # a gap found by another probe (course selection)
-            if check not in self.results and check not in self.ok_details:
-                worst = Status.FAIL if any(p[0] == Status.FAIL for p in problems) else Status.WARN
-                shown = [p for p in problems if p[0] == worst]
-                self.set(check, worst, " ".join(p[2] for p in shown), fix="; ".join(dict.fromkeys(p[3] for p in shown)))
 
     # ------------------------------------------------------------------ the site and the token
     def site(self) -> bool:
@@ -543,6 +539,7 @@ def _login_fix(errorcode: Optional[str]) -> str:
         "enablewsdescription": "Site administration > Advanced features: Enable web services",
         "cannotcreatetoken": ("Site administration > Users > Permissions > Define roles > the connector's role: allow "
                               "moodle/webservice:createtoken"),
+        "sitemaintenance": "wait until the site leaves maintenance mode, then check again",
     }.get(str(errorcode), "the username, password and service")
 
 
