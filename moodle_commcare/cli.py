@@ -89,6 +89,9 @@ def _warehouse(option: Optional[str]) -> Warehouse:
     raise AssertionError("unreachable: failing_as exits")
 
 
+VAR_OPTION = typer.Option(
+    None, "--var", help="dbt var as NAME=VALUE (VALUE in JSON for numbers and lists), e.g. commcare_default_owner_id=abc123 "
+         "(repeatable).")
 SKIP_CHECK_OPTION = typer.Option(False, "--skip-check", help="Do not run the pre-flight check first (see `check`).")
 
 
@@ -179,21 +182,23 @@ def _transform(warehouse: Warehouse, dbt_vars: Optional[dict] = None, quiet: boo
 @app.command()
 def transform(
     warehouse: Optional[str] = WAREHOUSE_OPTION,
-    var: Optional[List[str]] = typer.Option(
-        None, "--var", help="dbt var as NAME=VALUE (VALUE in JSON for numbers and lists), e.g. commcare_default_owner_id=abc123 "
-             "(repeatable)."),
+    var: Optional[List[str]] = VAR_OPTION,
     accept_site_move: bool = typer.Option(False, "--accept-site-move",
                                           help="The Moodle site moved to a new address: keep its site key (and cases)."),
 ) -> None:
     """Build the CommCare case tables with dbt (seeds, models, unit and data tests)."""
+    _transform(_warehouse(warehouse), _dbt_vars(var), accept_site_move=accept_site_move)
+
+
+def _dbt_vars(items: Optional[List[str]]) -> Dict[str, Any]:
     dbt_vars = {}
-    for item in var or []:
+    for item in items or []:
         name, sep, value = item.partition("=")
         if not sep:
             err.print(f"[bold red]--var {escape(repr(item))}:[/] write it as NAME=VALUE")
             raise typer.Exit(ExitCode.SETTINGS)
         dbt_vars[name.strip()] = _var_value(value)
-    _transform(_warehouse(warehouse), dbt_vars, accept_site_move=accept_site_move)
+    return dbt_vars
 
 
 def _var_value(text: str) -> object:
@@ -276,6 +281,77 @@ def check(
     raise typer.Exit(report.exit_code)
 
 
+@app.command()
+def sync(
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Re-fetch grades, completion and contents everywhere "
+                                                                     "(weekly: changes no access reveals)."),
+    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS",
+                               help="Wait up to this long for another run on the warehouse to end (default: refuse "
+                                    "at once, exit 6)."),
+    var: Optional[List[str]] = VAR_OPTION,
+    skip_check: bool = SKIP_CHECK_OPTION,
+    publish: bool = typer.Option(True, "--publish/--no-publish",
+                                 help="After a good run, publish the analysts' read-only copy (<warehouse>.analysts.duckdb)."),
+) -> None:
+    """Extract, transform and export --upload as one run, for a scheduler: one lock, one summary, one run-log record,
+    one exit code (0 done, 10 done with warnings; 4, 5, 6, 130 retry later; others need a person), and a
+    notification when configured (MOODLE_COMMCARE_NOTIFY_COMMAND / _URL)."""
+    from .jsonlog import json_log, log_file
+    from .notify import notify
+    from .report import print_sync
+    from .sync import new_run_id, run_sync
+
+    wh = _warehouse(warehouse)
+    dbt_vars = _dbt_vars(var)
+    run_id = new_run_id()
+    held = ExitStack()
+    with failing_as("Sync"):
+        held.enter_context(wh.run_lock("sync", wait=wait))
+    began = _utcnow()
+    with held, json_log(log_file(wh.path), run_id) as logged:
+        logging.getLogger("moodle_commcare.sync").info("sync %s started (full refresh: %s)", run_id, full_refresh)
+        with failing_as("Sync"), console.status("Sync…") as status:
+            report = run_sync(wh, run_id=run_id, full_refresh=full_refresh, skip_check=skip_check, publish=publish,
+                              dbt_vars=dbt_vars, on_progress=lambda msg: status.update(msg))
+        summary = {**report.summary(), "log_file": str(logged)}
+        ok = report.exit_code in (ExitCode.OK, ExitCode.WARNINGS)
+        (wh.record if ok else wh.record_failure)("sync", "ok" if ok else "failed", began, summary)
+        logging.getLogger("moodle_commcare.sync").log(logging.INFO if ok else logging.ERROR,
+                                                      "sync %s ended with exit code %d", run_id, report.exit_code,
+                                                      extra={"summary": summary})
+    print_sync(console, report)
+    for problem in notify(summary, report.exit_code):
+        err.print(f"[yellow]Notification:[/] {escape(problem)}")
+    if report.error:
+        err.print(f"[bold red]Sync stopped at {report.failed_stage}:[/] {escape(report.error)}", soft_wrap=True)
+    raise typer.Exit(report.exit_code)
+
+
+SCHEDULE_ENV = "MOODLE_COMMCARE_SCHEDULE"  # the cron expression the scheduler runs sync on, for `status`
+
+
+def _next_due() -> Any:
+    """When the next sync is due, from MOODLE_COMMCARE_SCHEDULE (a cron expression, in UTC); None without one."""
+    from datetime import datetime, timezone
+
+    from croniter import croniter  # type: ignore[import-untyped]
+
+    expression = os.environ.get(SCHEDULE_ENV, "").strip()
+    if not expression:
+        return None
+    if not croniter.is_valid(expression):
+        err.print(f"[yellow]{SCHEDULE_ENV}={escape(repr(expression))} is not a cron expression[/] (e.g. '15 2 * * *').")
+        return None
+    return croniter(expression, datetime.now(timezone.utc)).get_next(datetime)
+
+
+def _utcnow() -> Any:
+    from .runlog import utcnow
+
+    return utcnow()
+
+
 @app.command("moodle-role")
 def moodle_role(
     login: bool = typer.Option(False, "--login", help="Also allow what a username + password login needs "
@@ -294,7 +370,7 @@ def status(
 ) -> None:
     """The last extract, transform and export, with their counts."""
     from . import markers
-    from .report import print_status
+    from .report import print_recent_syncs, print_status
 
     wh = _warehouse(warehouse)
     running = wh.lock_holder()
@@ -305,10 +381,15 @@ def status(
         runs = wh.last_runs()
         fences = {stage: wh.marker(table) for stage, table in
                   (("extract", markers.EXTRACT_LOAD), ("transform", markers.TRANSFORM_BUILD))}
+        syncs = wh.recent_runs("sync")
     if not runs:
-        console.print(f"Nothing has run against {wh} yet: start with `moodle-commcare extract`.")
+        console.print(f"Nothing has run against {wh} yet: start with `moodle-commcare check`, then `sync` (or "
+                      "`extract`).")
         return
     print_status(console, wh.path, runs)
+    next_due = _next_due()
+    if syncs or next_due is not None:
+        print_recent_syncs(console, syncs, next_due)
     if running is None and fences["extract"] == "loading":
         err.print("[bold yellow]The last extract stopped while loading:[/] transform waits until "
                   "`moodle-commcare extract` has finished that load.")

@@ -25,7 +25,17 @@ class ExitCode(IntEnum):
     NOT_READY = 7  # the warehouse is not ready for this step (half-loaded extract, site moved, no case tables...)
     MASS_CHANGE = 8  # the export would close or update too many cases; nothing was sent
     DISK_FULL = 9  # a disk (or a file-size limit) is full; nothing half-written is kept
+    WARNINGS = 10  # sync only: done, with warnings (data Moodle hid that the settings accept, a check's WARN)
     INTERRUPTED = 130  # Ctrl-C or SIGTERM, as shells report a SIGINT death (128 + 2)
+
+
+# What a scheduler does with a failed run (the README's "Running on a schedule"): run it again later, or call a person.
+RETRY_SAFE = frozenset({ExitCode.MOODLE, ExitCode.COMMCARE, ExitCode.BUSY, ExitCode.INTERRUPTED})
+SUCCESS = frozenset({ExitCode.OK, ExitCode.WARNINGS})
+
+
+def needs_a_person(code: int) -> bool:
+    return code not in SUCCESS and code not in RETRY_SAFE
 
 
 # ENOSPC: no space left; EDQUOT: the user's quota; EFBIG: a file-size limit (ulimit -f) or the filesystem's own

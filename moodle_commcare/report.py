@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Optional
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -9,6 +12,7 @@ from rich.text import Text
 from pipelines.moodle_pipeline import ExtractReport
 
 from .check import CheckReport
+from .sync import SyncReport
 from .transform import TransformReport
 
 
@@ -119,6 +123,8 @@ def print_status(console: Console, path, runs: list) -> None:  # type: ignore[no
         table.add_column(column)
     for run in runs:
         summary = run["summary"]
+        if run["stage"] == "sync":
+            continue  # its own table (print_recent_syncs)
         if run["stage"] == "extract":
             what = (f"{sum((summary.get('rows_loaded') or {}).values()):,} rows loaded, "
                     f"{summary.get('requests', 0):,} requests") if "error" not in summary else summary["error"]
@@ -167,4 +173,64 @@ def print_check(console: Console, report: CheckReport, only_problems: bool = Fal
     table.caption = (f"{counts['OK']} OK, {counts['WARN']} warnings, {counts['FAIL']} failures, {counts['SKIPPED']} "
                      f"not checked ({cost}). Nothing was changed on either side.")
     table.caption_justify = "left"
+    console.print(table)
+
+
+_EXIT_MEANING = {0: "done", 10: "done, with warnings", 4: "Moodle failed: retry later", 5: "CommCare failed: retry later",
+                 6: "busy: retry later", 130: "interrupted: retry later"}
+
+
+def _stage_figures(stage: str, figures: dict) -> str:
+    keys = {"check": ("requests",), "extract": ("requests", "rows"), "transform": ("models",),
+            "export": ("sent", "failed")}.get(stage, ())
+    parts = []
+    for key in keys:
+        value = figures.get(key)
+        if isinstance(value, dict):
+            value = sum(value.values())
+        if value is not None:
+            parts.append(f"{value:,} {key}")
+    return ", ".join(parts)
+
+
+def print_sync(console: Console, report: SyncReport) -> None:
+    """One table for the whole run: each stage's outcome and figures, then the warnings and the outcome."""
+    table = Table(title=f"Sync {report.run_id}" + (" (full refresh)" if report.full_refresh else ""),
+                  title_justify="left")
+    for column in ("stage", "status", "seconds", "what it did"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for stage in ("check", "extract", "transform", "export", "publish"):
+        figures = report.stages.get(stage)
+        if figures is None and stage == "publish" and report.published:
+            figures = {"status": "ok"}
+        if figures is None:
+            continue
+        what = _stage_figures(stage, figures) if stage != "publish" else f"analysts read {report.published}"
+        table.add_row(stage, Text(figures.get("status", ""), style="green" if figures.get("status") == "ok" else "red"),
+                      f"{figures['seconds']:.1f}" if "seconds" in figures else "", Text(what))
+    code = int(report.exit_code)
+    table.caption = (f"exit {code}: {_EXIT_MEANING.get(code, 'needs a person')}, in {report.seconds:.1f} s"
+                     + (f"; {len(report.warnings)} warning(s)" if report.warnings else ""))
+    table.caption_justify = "left"
+    console.print(table)
+    for warning in report.warnings[:20]:
+        console.print(Text(f"  warning: {warning}", style="yellow"))
+
+
+def print_recent_syncs(console: Console, runs: list, next_due: Optional[datetime]) -> None:
+    """The last syncs, newest first: when, how long, how it ended, what it read and sent."""
+    table = Table(title="Recent syncs", title_justify="left")
+    for column in ("started (UTC)", "took", "exit", "requests", "cases sent", "warnings", "error"):
+        table.add_column(column, justify="right" if column in ("took", "exit", "requests", "cases sent", "warnings")
+                         else "left")
+    for run in runs:
+        s = run["summary"]
+        stages = s.get("stages") or {}
+        table.add_row(f"{run['started_at']:%Y-%m-%d %H:%M:%S}", f"{s.get('seconds', 0):.0f} s", str(s.get("exit_code", "")),
+                      f"{(stages.get('extract') or {}).get('requests', 0):,}",
+                      f"{(stages.get('export') or {}).get('sent', 0):,}", str(len(s.get("warnings") or [])),
+                      Text(s.get("error") or ""))
+    if next_due is not None:
+        table.caption = f"next sync due {next_due:%Y-%m-%d %H:%M} (MOODLE_COMMCARE_SCHEDULE)"
+        table.caption_justify = "left"
     console.print(table)

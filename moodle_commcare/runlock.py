@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ class RunLocked(Exception):
     """Another moodle-commcare run holds this warehouse."""
 
 
+WAIT_POLL_SECONDS = 1.0  # how often a run told to wait tries the lock again
 _held: Dict[Path, int] = {}  # lock files this process holds -> depth (demo and sync run stages inside one lock)
 _guard = threading.Lock()
 
@@ -35,8 +37,9 @@ def lock_path(db: Path) -> Path:
 
 
 @contextmanager
-def run_lock(db: Path, stage: str) -> Iterator[None]:
-    """Hold the warehouse's run lock while the block runs; raise RunLocked at once if another process has it."""
+def run_lock(db: Path, stage: str, wait: float = 0.0) -> Iterator[None]:
+    """Hold the warehouse's run lock while the block runs; raise RunLocked if another process has it still after
+    `wait` seconds (0: at once)."""
     path = lock_path(db)
     with _guard:
         if path in _held:
@@ -54,10 +57,15 @@ def run_lock(db: Path, stage: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # never truncate on open: the holder's note is read by others
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(_refusal(db, _read(fd))) from None
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RunLocked(_refusal(db, _read(fd), wait)) from None
+                time.sleep(min(WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"stage": stage, "pid": os.getpid(), "host": socket.gethostname(),
                                   "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode(), 0)
@@ -97,8 +105,9 @@ def _read(fd: int) -> Dict[str, Any]:
         return {}
 
 
-def _refusal(db: Path, note: Dict[str, Any]) -> str:
+def _refusal(db: Path, note: Dict[str, Any], waited: float = 0.0) -> str:
     who = (f"its {note.get('stage')} (process {note.get('pid')} on {note.get('host')}, since {note.get('started_at')})"
            if note else "its run")
-    return (f"Another moodle-commcare run is using {db}: {who}. Only one run at a time may work on a warehouse. "
+    after = f" (still, after waiting {waited:g} s)" if waited > 0 else ""
+    return (f"Another moodle-commcare run is using {db}{after}: {who}. Only one run at a time may work on a warehouse. "
             "Wait for it to finish (`moodle-commcare status` shows it), or stop that process; then run again.")

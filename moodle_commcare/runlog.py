@@ -62,4 +62,19 @@ def latest(db: Path) -> List[Dict[str, Any]]:
             for s, st, a, f, j in rows]
 
 
+def recent(db: Path, stage: str, limit: int = 10) -> List[Dict[str, Any]]:
+    """The last `limit` runs of one stage (e.g. sync), newest first."""
+    if not db.exists():
+        return []
+    with connect(db, read_only=True) as con:
+        exists = scalar(con, "select count(*) from information_schema.tables "
+                             "where table_schema = 'ops' and table_name = 'run_log'")
+        if not exists:
+            return []
+        rows = con.execute("select stage, status, started_at, finished_at, summary from ops.run_log where stage = ? "
+                           "order by finished_at desc limit ?", [stage, limit]).fetchall()
+    return [{"stage": s, "status": st, "started_at": a, "finished_at": f, "summary": json.loads(j)}
+            for s, st, a, f, j in rows]
+
+
 utcnow = _now

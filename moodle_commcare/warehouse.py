@@ -11,6 +11,7 @@ from a path themselves. The top of the core: imports the run log, lock and marke
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,9 +156,38 @@ class Warehouse:
         return f'"{RAW_SCHEMA}"."{table}"'
 
     # ------------------------------------------------------------------ lock, run log, markers
-    def run_lock(self, stage: str) -> AbstractContextManager[None]:
-        """One run at a time on this warehouse (runlock.py): RunLocked at once when another process has it."""
-        return runlock.run_lock(self.path, stage)
+    def run_lock(self, stage: str, wait: float = 0.0) -> AbstractContextManager[None]:
+        """One run at a time on this warehouse (runlock.py): RunLocked when another process has it still after
+        `wait` seconds (0: at once)."""
+        return runlock.run_lock(self.path, stage, wait)
+
+    @property
+    def analysts_copy(self) -> Path:
+        """The read-only copy `sync` publishes for analysts: moodle.duckdb -> moodle.analysts.duckdb."""
+        return self.path.with_name(f"{self.path.stem}.analysts{self.path.suffix or '.duckdb'}")
+
+    def publish_analysts_copy(self) -> Path:
+        """Copy the warehouse, whole and consistent, to `analysts_copy`, swapping it in at once (os.replace).
+
+        DuckDB lets one process write a file, and a reader's lock (even read_only) keeps the writer out: an analyst
+        left connected at night would stop the run. So analysts open this copy instead. A connection already open on
+        the old copy keeps reading it (the replaced file lives on until that connection closes), new connections get
+        the new one, and the next publish never waits for either. Call it under the run lock, no connection open."""
+        con = self.connect()
+        try:
+            con.execute("checkpoint")  # everything in the file itself, nothing left in the write-ahead log
+        finally:
+            con.close()
+        target = self.analysts_copy
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            shutil.copyfile(self.path, partial)
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
 
     def lock_holder(self) -> Optional[Dict[str, Any]]:
         return runlock.holder(self.path)
@@ -172,6 +202,9 @@ class Warehouse:
 
     def last_runs(self) -> List[Dict[str, Any]]:
         return runlog.latest(self.path)
+
+    def recent_runs(self, stage: str, limit: int = 10) -> List[Dict[str, Any]]:
+        return runlog.recent(self.path, stage, limit)
 
     def marker(self, table: str) -> Optional[str]:
         return markers.read_marker(self.path, table)

@@ -17,7 +17,7 @@ CORE = {"moodle_commcare", "moodle_commcare.warehouse", "moodle_commcare.databas
         "moodle_commcare.runlock", "moodle_commcare.markers", "moodle_commcare.http_settings",
         "moodle_commcare.findings"}
 APP = {"moodle_commcare.cli", "moodle_commcare.report", "moodle_commcare.demo", "moodle_commcare.failures",
-       "moodle_commcare.check"}
+       "moodle_commcare.check", "moodle_commcare.sync", "moodle_commcare.notify", "moodle_commcare.jsonlog"}
 TRANSFORM = {"moodle_commcare.transform", "moodle_commcare.site_identity", "dbt_project"}
 
 
