@@ -201,8 +201,6 @@ def print_sync(console: Console, report: SyncReport) -> None:
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for stage in ("check", "extract", "transform", "export", "publish"):
         figures = report.stages.get(stage)
-        if figures is None and stage == "publish" and report.published:
-            figures = {"status": "ok"}
         if figures is None:
             continue
         what = _stage_figures(stage, figures) if stage != "publish" else f"analysts read {report.published}"

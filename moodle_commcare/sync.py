@@ -129,7 +129,9 @@ def run_sync(warehouse: Warehouse, *, run_id: Optional[str] = None, full_refresh
         if publish:
             stage = "publish"
             say("Publishing the analysts' copy…")
+            began = time.monotonic()
             report.published = str(warehouse.publish_analysts_copy())
+            report.stages["publish"] = {"status": "ok", "seconds": round(time.monotonic() - began, 1)}
     except BaseException as exc:  # noqa: BLE001 - classify() decides; a bug (None) is raised as it is
         found = classify(exc)
         if found is None:

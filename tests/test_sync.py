@@ -56,7 +56,7 @@ def test_a_sync_runs_every_stage_and_records_one_run(ends: Any, tmp_path: Path) 
     [record] = syncs(db)
     summary = record["summary"]
     assert record["status"] == "ok" and summary["exit_code"] == 0
-    assert set(summary["stages"]) == {"check", "extract", "transform", "export"}
+    assert set(summary["stages"]) == {"check", "extract", "transform", "export", "publish"}
     assert summary["stages"]["export"]["sent"] == len(hq.cases)
     stages = {r["stage"] for r in Warehouse.of(db).last_runs()}
     assert {"extract", "transform", "export", "sync"} <= stages, "each stage's own record as well"
