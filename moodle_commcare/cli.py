@@ -300,14 +300,21 @@ def sync(
     from .jsonlog import json_log, log_file
     from .notify import notify
     from .report import print_sync
+    from .runlock import RunLocked
     from .sync import new_run_id, run_sync
 
     wh = _warehouse(warehouse)
     dbt_vars = _dbt_vars(var)
     run_id = new_run_id()
     held = ExitStack()
-    with failing_as("Sync"):
+    try:
         held.enter_context(wh.run_lock("sync", wait=wait))
+    except RunLocked as refused:  # another run holds the warehouse: retry later, and say so to whoever is told
+        for problem in notify({"run_id": run_id, "full_refresh": full_refresh, "failed_stage": "lock",
+                               "error": str(refused)}, ExitCode.BUSY):
+            err.print(f"[yellow]Notification:[/] {escape(problem)}")
+        err.print(f"[bold red]Sync:[/] {escape(str(refused))}", soft_wrap=True)
+        raise typer.Exit(ExitCode.BUSY) from None
     began = _utcnow()
     with held, json_log(log_file(wh.path), run_id) as logged:
         logging.getLogger("moodle_commcare.sync").info("sync %s started (full refresh: %s)", run_id, full_refresh)
@@ -316,7 +323,8 @@ def sync(
                               dbt_vars=dbt_vars, on_progress=lambda msg: status.update(msg))
         summary = {**report.summary(), "log_file": str(logged)}
         ok = report.exit_code in (ExitCode.OK, ExitCode.WARNINGS)
-        (wh.record if ok else wh.record_failure)("sync", "ok" if ok else "failed", began, summary)
+        with failing_as("Sync"):  # the run is done; a run log that cannot be written (a full disk) is said in a line
+            (wh.record if ok else wh.record_failure)("sync", "ok" if ok else "failed", began, summary)
         logging.getLogger("moodle_commcare.sync").log(logging.INFO if ok else logging.ERROR,
                                                       "sync %s ended with exit code %d", run_id, report.exit_code,
                                                       extra={"summary": summary})

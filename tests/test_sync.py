@@ -75,11 +75,13 @@ def test_two_syncs_at_once_one_runs_the_other_refuses_and_nothing_is_sent_twice(
     moodle, hq = ends
     moodle.latency = 0.01  # the first run holds the lock for a while
     db = tmp_path / "m.duckdb"
-    env = env_for(moodle, hq, tmp_path)
+    env = env_for(moodle, hq, tmp_path, MOODLE_COMMCARE_NOTIFY_COMMAND=f"cat > {tmp_path / 'told.json'}")
     first, second = (cli(*sync_args(db), env=env, wait=False) for _ in range(2))
     outs = [p.communicate(timeout=600) for p in (first, second)]
     codes = sorted(p.returncode for p in (first, second))
     assert codes == [ExitCode.OK, ExitCode.BUSY], outs
+    told = json.loads((tmp_path / "told.json").read_text())
+    assert told["exit_code"] == ExitCode.BUSY and told["failed_stage"] == "lock", "the refused run notified"
     refused = next(o for p, o in zip((first, second), outs, strict=True) if p.returncode == ExitCode.BUSY)
     assert "Another moodle-commcare run is using" in " ".join(refused[1].split())
     assert not hq.duplicates() and hq.requests["upload"] == 2, "one job per case type, once"
