@@ -51,6 +51,8 @@ def moodle_source(
     page_size: int = DEFAULT_PAGE_SIZE,
     user_batch_size: int = DEFAULT_USER_BATCH_SIZE,
     full_refresh: bool = False,
+    refresh_course_ids: Sequence[int] = (),
+    refresh_user_ids: Sequence[int] = (),
     language: Optional[str] = None,
     default_phone_region: Optional[str] = None,
     request_timeout: float = MoodleSettings.request_timeout,
@@ -79,6 +81,8 @@ def moodle_source(
         allow_hidden: data the site hides from the token's user that the run may go without
             ("phones", "last_access"); anything else hidden stops the run.
         full_refresh: ignore the watermarks and cursors and re-fetch everything.
+        refresh_course_ids / refresh_user_ids: re-read these courses' grades and outline, these students' engagement
+            and completion, though no access time moved (what a webhook event said changed: serve-webhooks).
         http_auth: (user, password) of HTTP basic auth in front of Moodle; run_extract takes it out of a
             base_url written https://user:password@host, so the address dlt traces carries no password.
         request_stats: a RequestStats to count requests into (the CLI prints it).

@@ -165,6 +165,11 @@ class MoodleSettings(HttpSettings):
     user_batch_size: int = DEFAULT_USER_BATCH_SIZE
     full_refresh: bool = False
     """ignore the watermarks and cursors this run"""
+    refresh_course_ids: List[int] = dataclasses.field(default_factory=list)
+    """courses whose grades, outline and submissions this run re-reads though no access moved (a webhook event said
+    they changed: a grade import, a cron recalculation)"""
+    refresh_user_ids: List[int] = dataclasses.field(default_factory=list)
+    """students whose engagement and completion this run re-reads though their access did not move (an event)"""
     language: Optional[str] = None
     """the language of names typed in several languages (e.g. sw); None: the one Moodle reports for the token's user"""
     default_phone_region: Optional[str] = None
@@ -184,6 +189,8 @@ class MoodleSettings(HttpSettings):
         if self.credentials is None or not self.credentials.is_resolved():
             raise no_credentials()
         self.course_ids = _ids(self.course_ids, "course_ids")
+        self.refresh_course_ids = _ids(self.refresh_course_ids, "refresh_course_ids")
+        self.refresh_user_ids = _ids(self.refresh_user_ids, "refresh_user_ids")
         self.category_ids = _ids(self.category_ids, "category_ids")
         self.student_roles = [str(r).strip() for r in self.student_roles or () if str(r).strip()] or list(
             DEFAULT_STUDENT_ROLES)

@@ -122,21 +122,30 @@ class MoodleRun:
 
     # ------------------------------------------------------------------ what changed since the last run
     def changed_courses(self) -> List[dict]:
-        """Courses someone (student or teacher) entered since the last run: grades and contents may differ."""
+        """Courses someone (student or teacher) entered since the last run: grades and contents may differ; and
+        those the settings name to refresh (an event said so: a change no access reveals)."""
         by_id = self.enrolments()
-        return [c for c in self.courses() if self.watermarks.course_changed(c["id"], by_id[c["id"]])]
+        forced = set(self.settings.refresh_course_ids)
+        return [c for c in self.courses()
+                if c["id"] in forced or self.watermarks.course_changed(c["id"], by_id[c["id"]])]
 
     def changed_students(self) -> List[int]:
-        """Students with an active enrolment whose site or course access moved since the last run."""
+        """Students with an active enrolment whose site or course access moved since the last run, or whom the
+        settings name to refresh."""
         marks = self.watermarks
+        forced = set(self.settings.refresh_user_ids)
         return sorted({e.user_id for e in self.all_enrolments()
-                       if e.is_student and e.is_active and (marks.user_changed(e) or marks.pair_changed(e))})
+                       if e.is_student and e.is_active
+                       and (e.user_id in forced or marks.user_changed(e) or marks.pair_changed(e))})
 
     def changed_student_pairs(self) -> List[Enrolment]:
-        """Active student enrolments, in completion-tracked courses, that saw course access since the last run."""
+        """Active student enrolments, in completion-tracked courses, that saw course access since the last run (or
+        whose student the settings name to refresh)."""
         tracked = {c["id"] for c in self.courses() if c.get("enablecompletion")}
+        forced = set(self.settings.refresh_user_ids)
         return [e for e in self.all_enrolments()
-                if e.is_student and e.is_active and e.course_id in tracked and self.watermarks.pair_changed(e)]
+                if e.is_student and e.is_active and e.course_id in tracked
+                and (e.user_id in forced or self.watermarks.pair_changed(e))]
 
     # ------------------------------------------------------------------ assignments
     def assignments(self) -> List[dict]:
