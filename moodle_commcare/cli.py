@@ -360,6 +360,48 @@ def _utcnow() -> Any:
     return utcnow()
 
 
+WEBHOOK_TOKEN_ENV = "MOODLE_COMMCARE_WEBHOOK_TOKEN"  # the local_webhooks service's token (a secret)
+WEBHOOK_ALLOW_ENV = "MOODLE_COMMCARE_WEBHOOK_ALLOW_IPS"  # Moodle's address(es), comma-separated; CIDRs allowed
+
+
+@app.command("serve-webhooks")
+def serve_webhooks(
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (put a TLS reverse proxy in front: README)."),
+    port: int = typer.Option(8090, help="Port to listen on."),
+    window: float = typer.Option(15.0, metavar="SECONDS",
+                                 help="The first pending event opens a window this long; then one targeted sync takes "
+                                      "every event pending."),
+    var: Optional[List[str]] = VAR_OPTION,
+) -> None:
+    """Receive Moodle's events (the local_webhooks plugin) and sync what they name within a minute: each event is
+    stored before it is answered, then micro-batches re-read only the courses and students the events name, under
+    the same run lock as `sync`. Token: MOODLE_COMMCARE_WEBHOOK_TOKEN; allowed senders: MOODLE_COMMCARE_WEBHOOK_ALLOW_IPS."""
+    from .webhook_batcher import MicroBatcher
+    from .webhook_events import is_relevant
+    from .webhook_server import serve
+    from .webhook_store import EventStore, events_path
+
+    token = os.environ.get(WEBHOOK_TOKEN_ENV, "")
+    if len(token.strip()) < 16:
+        err.print(f"[bold red]{WEBHOOK_TOKEN_ENV}[/] must hold the token of the local_webhooks service, at least 16 "
+                  "characters (e.g. `openssl rand -hex 24`): events without it are refused.")
+        raise typer.Exit(ExitCode.SETTINGS)
+    allow = [a.strip() for a in os.environ.get(WEBHOOK_ALLOW_ENV, "").split(",") if a.strip()]
+    wh = _warehouse(warehouse)
+    store = EventStore(events_path(wh.path))
+    batcher = MicroBatcher(wh, store, window=window, dbt_vars=_dbt_vars(var))
+    stop = threading.Event()
+    worker = threading.Thread(target=batcher.run_forever, args=(stop,), name="webhook-batches", daemon=True)
+    worker.start()
+    console.print(f"Receiving Moodle events at http://{host}:{port}/ into {events_path(wh.path)}; targeted syncs of "
+                  f"{wh} after a {window:g} s window. Ctrl-C stops.")
+    try:
+        serve(store, token.strip(), host, port, is_relevant=is_relevant, allow_ips=allow)
+    finally:
+        stop.set()
+
+
 @app.command("moodle-role")
 def moodle_role(
     login: bool = typer.Option(False, "--login", help="Also allow what a username + password login needs "
