@@ -217,6 +217,70 @@ def preflight(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any]) -> Dict[str,
                for end in report.requests}}
 
 
+WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
+
+
+def webhook_latency(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rounds: int = 5, per_round: int = 4,
+                    window: float = 15.0) -> Dict[str, Any]:
+    """Seconds from each event's POST to the end of the batch that exported it (the export waits for CommCare to
+    confirm the job), with serve-webhooks' default window; and the Moodle requests a batch makes per event."""
+    import socket
+
+    import uvicorn
+
+    from moodle_commcare.webhook_batcher import MicroBatcher
+    from moodle_commcare.webhook_events import is_relevant
+    from moodle_commcare.webhook_server import make_app, uvicorn_config
+    from moodle_commcare.webhook_store import EventStore, events_path
+
+    store = EventStore(events_path(db))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(make_app(store, WEBHOOK_TOKEN, is_relevant=is_relevant,
+                                                    rate_per_minute=1_000_000), "127.0.0.1", port))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    ended: List[float] = []
+    batcher = MicroBatcher(Warehouse.of(db), store, window=window, dbt_vars=demo.dbt_vars(as_of=AS_OF),
+                           moodle_options=dict(base_url=moodle["base_url"], token=moodle["token"],
+                                               allow_insecure_http=True),
+                           commcare_options=dict(base_url=hq["base_url"], project=hq["project"],
+                                                 username=hq["username"], api_key=hq["api_key"],
+                                                 allow_insecure_http=True, poll_interval=0.2),
+                           on_batch=lambda _: ended.append(time.time()))
+    stop = threading.Event()
+    threading.Thread(target=batcher.run_forever, args=(stop,), daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    latencies: List[float] = []
+    try:
+        for r in range(rounds):
+            changed = requests.post(f"{moodle['base_url']}/_admin/mutate",
+                                    data={"grades": per_round, "profiles": 0, "seed": 100 + r}).json()["grades"]
+            posted = []
+            for course_id, user_id in changed:
+                posted.append(time.time())
+                answer = requests.post(f"http://127.0.0.1:{port}/", timeout=30, json={
+                    "eventname": "\\core\\event\\user_graded", "courseid": str(course_id),
+                    "relateduserid": str(user_id), "contextlevel": 50, "contextinstanceid": str(course_id),
+                    "crud": "u", "timecreated": int(time.time()), "token": WEBHOOK_TOKEN, "host": "bench"})
+                answer.raise_for_status()
+            batches = len(ended)
+            while len(ended) == batches or store.counts().get("pending") or store.counts().get("taken"):
+                time.sleep(0.1)
+            latencies += [ended[-1] - t for t in posted]
+    finally:
+        stop.set()
+        server.should_exit = True
+    latencies.sort()
+    events = sum(b.events for b in batcher.results)
+    return {"window_seconds": window, "events": events, "batches": len(batcher.results),
+            "p50_seconds": round(latencies[len(latencies) // 2], 1),
+            "p95_seconds": round(latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)], 1),
+            "requests_per_event": round(sum(b.requests for b in batcher.results) / max(events, 1), 1),
+            "failed_batches": sum(1 for b in batcher.results if not b.done)}
+
+
 def time_derived(db: Path) -> Dict[Tuple[str, str], Any]:
     """Per open case, what a day passing may change: the engagement band and assignments falling overdue."""
     with duckdb.connect(str(db), read_only=True) as con:
@@ -310,6 +374,9 @@ def main() -> None:
             console.rule(f"Next day ({days}), no Moodle change; an export's job left open ({fault}) first")
             result[f"next_day_{fault}"] = next_day(db, hq, rss, Path(tmp) / "out", days, fault)
 
+        console.rule("Webhook events: a grade changed in Moodle, its event POSTed, until CommCare confirmed the case")
+        result["webhooks"] = webhook_latency(db, moodle, hq)
+
         console.rule(f"Naive baseline (sequential, {args.naive_courses} courses, extrapolated)")
         result["naive"] = naive_baseline(moodle["base_url"], moodle["token"], args.naive_courses)
     result["targets"] = targets(result)
@@ -330,6 +397,13 @@ def targets(r: Dict[str, Any]) -> List[Dict[str, Any]]:
                      f"{check['moodle']['seconds'] + check['commcare']['seconds']:.1f} s, exit {check['exit_code']}",
             "met": check["moodle"]["requests"] + check["commcare"]["requests"] <= 50 and check["exit_code"] == 0,
             "why": "; ".join(check["problems"])}] if check else []),
+        *([{"target": "webhook event to confirmed case: p95 under 60 s, a handful of Moodle requests per event",
+            "value": f"p50 {r['webhooks']['p50_seconds']} s, p95 {r['webhooks']['p95_seconds']} s, "
+                     f"{r['webhooks']['requests_per_event']} requests per event "
+                     f"({r['webhooks']['events']} events, {r['webhooks']['batches']} batches)",
+            "met": r["webhooks"]["p95_seconds"] < 60 and not r["webhooks"]["failed_batches"],
+            "why": "each batch rebuilds the marts (dbt build) and waits for CommCare's job"}]
+          if "webhooks" in r else []),
         {"target": "first run peaks under 600 MB (all processes)", "value": f"{first_peak:,.0f} MB",
          "met": first_peak < 600},
         {"target": "extract requests within 10% of the API's minimum", "value": f"{r['minimum_requests']['ratio']:.3f}×",
