@@ -492,3 +492,15 @@ def test_the_secret_scan_would_see_a_real_one() -> None:
     assert looks_secret(f"COMMCARE__API_KEY={secrets.token_urlsafe(30)}")
     assert looks_secret("SOURCES__MOODLE__BASE_URL=https://ws-user:hunter2@moodle.example.org")
     assert not looks_secret(ENV_EXAMPLE.read_text())
+
+
+def test_the_webhook_receivers_unit_passes_verify_and_runs_serve_webhooks(tmp_path: Path) -> None:
+    unit = SYSTEMD / "moodle-commcare-webhooks.service"
+    exec_start = setting(unit, "Service", "ExecStart")
+    assert exec_start is not None and " serve-webhooks " in f"{exec_start} " and "--host 127.0.0.1" in exec_start
+    noise = verify_works_here(tmp_path)
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text().replace(f"ExecStart={exec_start.split()[0]} ", f"ExecStart={TRUE} "))
+    verified = run_analyze("verify", "--man=no", str(copy))
+    said = [line for line in (verified.stdout + verified.stderr).splitlines() if line not in noise]
+    assert verified.returncode == 0 and not said, "\n".join(said)
