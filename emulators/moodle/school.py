@@ -11,7 +11,9 @@ import hashlib
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+
+from . import webhooks as wh
 
 T0 = 1_790_000_000  # 2026-09-21T14:13:20Z: the default "now" of a generated school
 DAY = 86_400
@@ -42,6 +44,13 @@ PHONE_SHAPES = {  # how people type them: national, international, with and with
 MODULE_NAMES = {"assign": "Assignment", "quiz": "Quiz", "page": "Reading", "resource": "Handout", "forum": "Forum",
                 "url": "Link"}
 ROLE_IDS = {"manager": 1, "editingteacher": 3, "teacher": 4, "student": 5}
+ADMIN_ID = 2
+# How a change reaches Moodle, which decides whose access times move: "web" is a page (the grader report, an
+# assignment's grading or submission page, a CSV grade import, a profile form): require_login() logs the visit
+# (user_accesstime_log); "webservice" is a web-service call, for which require_login() does not ("Do not update
+# access time for webservice or ajax requests": if (!WS_SERVER && !AJAX_SCRIPT), lib/moodlelib.php); "cron" is a
+# scheduled task (a regrade), acting as nobody (\core\event\base::USER_OTHER) and logging no access.
+VIAS = ("web", "webservice", "cron")
 
 
 @dataclass
@@ -103,6 +112,12 @@ class Enrolment:
     active: bool
     lastcourseaccess: int = 0
     timestart: int = 0
+    timecreated: int = 0  # the user_enrolments row's times and last modifier: user_enrolment_deleted sends the row
+    timemodified: int = 0
+    modifierid: int = ADMIN_ID
+    # the course access generation gave it: the grades, completions and submissions derived from the hash hang on it,
+    # so a later visit (record_access) moves lastcourseaccess without conjuring or re-dating them
+    seeded_access: int = 0
 
 
 @dataclass
@@ -212,6 +227,8 @@ class School:
         self.completion_overrides: Dict[Tuple[int, int], Tuple[int, int]] = {}
         self.submission_overrides: Dict[Tuple[int, int], Tuple[str, int]] = {}
         self.service_users: Dict[str, int] = {}  # profile -> the user its token acts as
+        # called with each Moodle event a change triggers (webhooks.moodle_event), e.g. the webhooks plugin's sender
+        self.listeners: List[Callable[[Dict[str, Any]], None]] = []
         self._generate()
 
     # ------------------------------------------------------------------ derived facts
@@ -243,10 +260,10 @@ class School:
             return self.grade_overrides[(item.id, user_id)]
         e = self.enrolments[item.course_id].get(user_id)
         h = self._h("g", item.id, user_id)
-        if e is None or e.lastcourseaccess == 0 or h % 5 == 0:
+        if e is None or e.seeded_access == 0 or h % 5 == 0:
             return None, None
         share = (40 + h % 61) / 100  # 40%..100% of the range
-        return round(item.grademin + share * (item.grademax - item.grademin), 2), int(e.lastcourseaccess - (h % 20) * DAY // 2)
+        return round(item.grademin + share * (item.grademax - item.grademin), 2), int(e.seeded_access - (h % 20) * DAY // 2)
 
     def _total(self, total: GradeItem, user_id: int) -> Tuple[Optional[float], Optional[int]]:
         """Mean percentage of the graded items it covers (all leaf items for the course total), on its range."""
@@ -272,12 +289,12 @@ class School:
         if (module.cmid, user_id) in self.completion_overrides:
             return self.completion_overrides[(module.cmid, user_id)]
         e = self.enrolments[module.course_id].get(user_id)
-        if module.completion == 0 or e is None or e.lastcourseaccess == 0:
+        if module.completion == 0 or e is None or e.seeded_access == 0:
             return 0, 0
         h = self._h("c", module.cmid, user_id)
         if h % 3 == 0:
             return 0, 0
-        return (1 if module.modname != "quiz" else 2 + (h % 4 == 0)), int(e.lastcourseaccess - (h % 10) * 3600)
+        return (1 if module.modname != "quiz" else 2 + (h % 4 == 0)), int(e.seeded_access - (h % 10) * 3600)
 
     def submission(self, assignment: Assignment, user_id: int) -> Optional[Tuple[str, int]]:
         """(status, timemodified) of a student's own submission row, None where none exists.
@@ -290,10 +307,10 @@ class School:
             return None
         e = self.enrolments[assignment.course_id].get(user_id)
         h = self._h("s", assignment.id, user_id)
-        if e is None or e.lastcourseaccess == 0 or h % 4 == 0:
+        if e is None or e.seeded_access == 0 or h % 4 == 0:
             return None
         status = "submitted" if h % 4 != 1 else "draft"
-        return status, int(min(e.lastcourseaccess, assignment.duedate + (h % 3 - 1) * DAY))
+        return status, int(min(e.seeded_access, assignment.duedate + (h % 3 - 1) * DAY))
 
     def group_submission(self, assignment: Assignment, group: "Group") -> Optional[Tuple[str, int]]:
         """The team's row (userid 0, groupid set) of a team assignment."""
@@ -342,13 +359,89 @@ class School:
                 e.lastcourseaccess = max(e.lastcourseaccess, at)
             return at
 
-    def set_grade(self, course_id: int, user_id: int, item_id: int, raw: Optional[float]) -> None:
-        """A teacher grades through the gradebook: their course access moves, as in Moodle."""
+    def _act(self, actor: int, course_id: Optional[int], via: str) -> int:
+        """The time of a change, logging the actor's visit when it came through a page (VIAS): user_accesstime_log()
+        sets the user's lastaccess and, for a course, their user_lastaccess row (lib/datalib.php), which only
+        enrolled users show (lastcourseaccess)."""
+        if via not in VIAS:
+            raise ValueError(f"via must be one of {VIAS}")
+        if via != "web" or actor <= 0 or actor not in self.users:
+            return self.tick()
+        enrolled = course_id is not None and actor in self.enrolments.get(course_id, {})
+        return self.record_access(actor, course_id if enrolled else None)
+
+    def _trigger(self, event: Dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
+    # ids of the rows events name (Moodle's are sequences; these only need to be stable and distinct per table)
+    @staticmethod
+    def grade_grade_id(item_id: int, user_id: int) -> int:
+        return item_id * 100_000 + user_id
+
+    @staticmethod
+    def user_enrolment_id(course_id: int, user_id: int) -> int:
+        return course_id * 100_000 + user_id
+
+    @staticmethod
+    def role_assignment_id(course_id: int, user_id: int) -> int:
+        return course_id * 100_000 + user_id
+
+    @staticmethod
+    def completion_id(cmid: int, user_id: int) -> int:
+        return cmid * 100_000 + user_id
+
+    @staticmethod
+    def submission_id(assignment_id: int, user_id: int) -> int:
+        return assignment_id * 100_000 + user_id  # as mod_assign_get_submissions answers (api.py)
+
+    def set_grade(self, course_id: int, user_id: int, item_id: int, raw: Optional[float], by: Optional[int] = None,
+                  via: str = "web") -> None:
+        """Someone grades a user: by default the course's teacher through a page (the grader report, the
+        assignment's grading page or a CSV import: all require_login() the course, so the teacher's course access
+        moves); via="webservice" moves no access; via="cron" is a regrade acting as USER_OTHER.
+
+        As grade_item::update_final_grade() (lib/grade/grade_item.php): nothing is written and nothing triggered when
+        the value does not change (grade_floats_different); else the grade and its time are stored (gradedategraded
+        of gradereport_user_get_grade_items), \\core\\event\\user_graded is triggered, and the user's regrade
+        (grade_regrade_final_grades) triggers user_graded again for each category or course total whose value changed
+        (grade_category::aggregate_grades, lib/grade/grade_category.php), totals after the items they cover.
+        """
         with self.lock:
-            at = self.record_access(self.teacher_of(course_id), course_id)
+            items = self.grade_items[course_id]
+            item = next(i for i in items if i.id == item_id)
+            actor = by if by is not None else (wh.USER_OTHER if via == "cron" else self.teacher_of(course_id))
+            old = self.grade(item, user_id)[0]  # before the visit: what is derived hangs on access times
+            totals = [i for i in items if i.itemtype in ("category", "course")]
+            before = {t.id: self.grade(t, user_id)[0] for t in totals}
+            at = self._act(actor, course_id, via)
+            if not _grades_differ(old, raw):
+                return
+            existed = old is not None or (item_id, user_id) in self.grade_overrides
             self.grade_overrides[(item_id, user_id)] = (raw, at)
+            events = [self._user_graded(course_id, item, user_id, raw, actor, at, existed)]
+            for total in totals:
+                now = self.grade(total, user_id)[0]
+                if _grades_differ(before[total.id], now):
+                    events.append(self._user_graded(course_id, total, user_id, now, actor, at, before[total.id] is not None))
+        for event in events:
+            self._trigger(event)
+
+    def _user_graded(self, course_id: int, item: GradeItem, user_id: int, finalgrade: Optional[float], actor: int,
+                     at: int, existed: bool) -> Dict[str, Any]:
+        # lib/classes/event/user_graded.php create_from_grade(): the course context, objectid the grade_grades id,
+        # relateduserid the graded user, other {itemid, overridden, finalgrade}; courseid left to the context (a string).
+        # A grade_grade read back from the database holds its ids as strings; one just inserted, the ints it was given.
+        db: Callable[[int], Any] = str if existed else int
+        return wh.moodle_event(
+            "\\core\\event\\user_graded", crud="u", edulevel=wh.LEVEL_TEACHING, objecttable="grade_grades",
+            objectid=db(self.grade_grade_id(item.id, user_id)), context=wh.course_context(course_id), userid=actor,
+            timecreated=at, relateduserid=db(user_id),
+            other={"itemid": db(item.id), "overridden": False,
+                   "finalgrade": None if finalgrade is None else float(finalgrade)})
 
     def update_user(self, user_id: int, **fields: object) -> None:
+        """A change written straight to the user table: no event (see update_profile)."""
         with self.lock:
             user = self.users[user_id]
             for name, value in fields.items():
@@ -356,27 +449,182 @@ class School:
                     raise AttributeError(name)
                 setattr(user, name, value)
 
-    def set_enrolment_active(self, course_id: int, user_id: int, active: bool) -> None:
+    def update_profile(self, user_id: int, by: Optional[int] = None, via: str = "web", **fields: object) -> None:
+        """Someone (by default the user) edits a profile: \\core\\event\\user_updated (user_update_user(),
+        user/lib.php: user_updated::create_from_userid(): objectid and relateduserid the user, the user's context,
+        courseid 0). From the profile page (user/edit.php, require_login()) the id is the user record's, a string,
+        and the editor's lastaccess moves; from core_user_update_users, the int the caller sent."""
         with self.lock:
-            self.enrolments[course_id][user_id].active = active
+            actor = by if by is not None else user_id
+            at = self._act(actor, None, via)
+            self.update_user(user_id, **fields)
+            uid: Any = str(user_id) if via == "web" else user_id
+            event = wh.moodle_event("\\core\\event\\user_updated", crud="u", edulevel=wh.LEVEL_OTHER, objecttable="user",
+                                 objectid=uid, context=wh.user_context(user_id), userid=actor, timecreated=at,
+                                 relateduserid=uid)
+        self._trigger(event)
 
-    def unenrol(self, course_id: int, user_id: int) -> None:
+    def enrol(self, course_id: int, user_id: int, role: str = "student", by: Optional[int] = None,
+              timestart: int = 0) -> None:
+        """A manual enrolment (enrol_plugin::enrol_user(), lib/enrollib.php): the user_enrolments row, then
+        \\core\\event\\user_enrolment_created (objectid the new row's id, courseid the enrol instance's, a string;
+        other {enrol: "manual"}), then role_assign() (lib/accesslib.php) triggers \\core\\event\\role_assigned
+        (objectid the role id, other {id: the role_assignments id, component "", itemid 0}: enrol_manual does not
+        protect its roles, roles_protected() false). Enrolling someone already enrolled only re-activates them
+        (enrol_user() calls update_user_enrol() when the status differs). No one's access time moves: the admin
+        enrols from the participants page through AJAX."""
+        if role not in ROLE_IDS:
+            raise ValueError(f"unknown role {role}")
         with self.lock:
-            del self.enrolments[course_id][user_id]
+            if user_id in self.enrolments[course_id]:
+                existing = True
+            else:
+                existing = False
+                actor = by if by is not None else ADMIN_ID
+                at = self.tick()
+                self.enrolments[course_id][user_id] = Enrolment(role=role, active=True, timestart=timestart,
+                                                                timecreated=at, timemodified=at, modifierid=actor)
+                context = wh.course_context(course_id)
+                created = wh.moodle_event(
+                    "\\core\\event\\user_enrolment_created", crud="c", edulevel=wh.LEVEL_OTHER,
+                    objecttable="user_enrolments", objectid=self.user_enrolment_id(course_id, user_id),
+                    context=context, userid=actor, timecreated=at, courseid=str(course_id), relateduserid=user_id,
+                    other={"enrol": "manual"})
+                assigned = wh.moodle_event(
+                    "\\core\\event\\role_assigned", crud="c", edulevel=wh.LEVEL_OTHER, objecttable="role",
+                    objectid=ROLE_IDS[role], context=context, userid=actor, timecreated=at, relateduserid=user_id,
+                    other={"id": self.role_assignment_id(course_id, user_id), "component": "", "itemid": 0})
+        if existing:
+            self.suspend_enrolment(course_id, user_id, suspended=False, by=by)
+            return
+        self._trigger(created)
+        self._trigger(assigned)
+
+    def suspend_enrolment(self, course_id: int, user_id: int, suspended: bool = True, by: Optional[int] = None) -> None:
+        """enrol_plugin::update_user_enrol() (lib/enrollib.php): nothing when the status is unchanged, else the row's
+        status, then \\core\\event\\user_enrolment_updated with the row read back (ids as strings), other
+        {enrol: "manual"}."""
+        with self.lock:
+            e = self.enrolments[course_id][user_id]
+            if e.active == (not suspended):
+                return
+            actor = by if by is not None else ADMIN_ID
+            at = self.tick()
+            e.active, e.timemodified, e.modifierid = not suspended, at, actor
+            event = wh.moodle_event(
+                "\\core\\event\\user_enrolment_updated", crud="u", edulevel=wh.LEVEL_OTHER, objecttable="user_enrolments",
+                objectid=str(self.user_enrolment_id(course_id, user_id)), context=wh.course_context(course_id),
+                userid=actor, timecreated=at, courseid=str(course_id), relateduserid=str(user_id),
+                other={"enrol": "manual"})
+        self._trigger(event)
+
+    def set_enrolment_active(self, course_id: int, user_id: int, active: bool) -> None:
+        self.suspend_enrolment(course_id, user_id, suspended=not active)
+
+    def unenrol(self, course_id: int, user_id: int, by: Optional[int] = None) -> None:
+        """enrol_plugin::unenrol_user() (lib/enrollib.php) of the user's only enrolment in the course: the row goes,
+        and with it ("the big cleanup") their roles, groups and course access (user_lastaccess); role_unassign_all()
+        triggers \\core\\event\\role_unassigned per role assignment (from the rows read back: strings), then
+        \\core\\event\\user_enrolment_deleted with other {userenrolment: the deleted row plus courseid, enrol and
+        lastenrol, enrol: "manual"}."""
+        with self.lock:
+            e = self.enrolments[course_id].pop(user_id)
             for group in self.groups.get(course_id, []):
                 group.members.discard(user_id)
+            actor = by if by is not None else ADMIN_ID
+            at = self.tick()
+            context = wh.course_context(course_id)
+            ue_id = str(self.user_enrolment_id(course_id, user_id))
+            unassigned = wh.moodle_event(
+                "\\core\\event\\role_unassigned", crud="d", edulevel=wh.LEVEL_OTHER, objecttable="role",
+                objectid=str(ROLE_IDS[e.role]), context=context, userid=actor, timecreated=at, relateduserid=str(user_id),
+                other={"id": str(self.role_assignment_id(course_id, user_id)), "component": "", "itemid": "0"})
+            row = {"id": ue_id, "status": "0" if e.active else "1", "enrolid": str(course_id), "userid": str(user_id),
+                   "timestart": str(e.timestart), "timeend": "0", "modifierid": str(e.modifierid),
+                   "timecreated": str(e.timecreated), "timemodified": str(e.timemodified),
+                   "courseid": str(course_id), "enrol": "manual", "lastenrol": True}
+            deleted = wh.moodle_event(
+                "\\core\\event\\user_enrolment_deleted", crud="d", edulevel=wh.LEVEL_OTHER, objecttable="user_enrolments",
+                objectid=ue_id, context=context, userid=actor, timecreated=at, courseid=str(course_id),
+                relateduserid=str(user_id), other={"userenrolment": row, "enrol": "manual"})
+        self._trigger(unassigned)
+        self._trigger(deleted)
 
-    def complete_activity(self, course_id: int, user_id: int, cmid: int) -> None:
-        """A student completes an activity: their course access moves."""
+    def complete_activity(self, course_id: int, user_id: int, cmid: int, via: str = "web") -> None:
+        """A student completes an activity, through its page by default (their course access moves).
+        completion_info::update_state() changes nothing when the state is already the one reached; else
+        internal_set_data() (lib/completionlib.php) stores it and triggers \\core\\event\\course_module_completion_updated:
+        objectid the course_modules_completion id, the module's context, relateduserid the student, other
+        {relateduserid, overrideby, completionstate}. No course_completed follows: no course here has completion
+        criteria (core_enrol_get_users_courses: completionhascriteria false)."""
         with self.lock:
-            at = self.record_access(user_id, course_id)
-            self.completion_overrides[(cmid, user_id)] = (1, at)
+            state = self._state(course_id, user_id, cmid)  # before the visit: what is derived hangs on access times
+            event = self._complete(course_id, user_id, cmid, self._act(user_id, course_id, via), state)
+        if event is not None:
+            self._trigger(event)
 
-    def submit(self, assignment_id: int, user_id: int) -> None:
+    def _state(self, course_id: int, user_id: int, cmid: int) -> int:
+        return self.completion(next(m for m in self.modules[course_id] if m.cmid == cmid), user_id)[0]
+
+    def _complete(self, course_id: int, user_id: int, cmid: int, at: int, state: int) -> Optional[Dict[str, Any]]:
+        if state == 1:
+            return None
+        existed = state != 0 or (cmid, user_id) in self.completion_overrides
+        self.completion_overrides[(cmid, user_id)] = (1, at)
+        # a row read back holds strings; a row just inserted, the ints it was given
+        db: Callable[[int], Any] = str if existed else int
+        return wh.moodle_event(
+            "\\core\\event\\course_module_completion_updated", crud="u", edulevel=wh.LEVEL_PARTICIPATING,
+            objecttable="course_modules_completion", objectid=db(self.completion_id(cmid, user_id)),
+            context=wh.module_context(cmid, course_id), userid=user_id, timecreated=at, relateduserid=db(user_id),
+            other={"relateduserid": db(user_id), "overrideby": None, "completionstate": 1})
+
+    def submit(self, assignment_id: int, user_id: int, via: str = "web", text: str = "") -> None:
+        """A student saves an online-text submission (assign::save_submission(), mod/assign/locallib.php; these
+        assignments keep no drafts, submissiondrafts 0, so it is submitted at once), through the page by default
+        (their course access moves). In order: the onlinetext plugin's save()
+        (mod/assign/submission/onlinetext/locallib.php) triggers \\assignsubmission_onlinetext\\event\\
+        assessable_uploaded (objectid the submission id, other {pathnamehashes, content, format}) and then
+        submission_created, or submission_updated where the student already had a submission (objectid the
+        assignsubmission_onlinetext row's id, relateduserid the submission's user, other {submissionid,
+        submissionattempt, submissionstatus, onlinetextwordcount, groupid, groupname}); with completionsubmit the
+        activity is completed (course_module_completion_updated, see complete_activity); last
+        \\mod_assign\\event\\assessable_submitted (create_from_submission(): objectid the submission id, other
+        {submission_editable: true}, no relateduserid). The submission and the course are records read from the
+        database (get_user_submission() reads the row back even when it has just created it): their ids are strings.
+        """
         with self.lock:
             a = next(a for rows in self.assignments.values() for a in rows if a.id == assignment_id)
-            at = self.record_access(user_id, a.course_id)
+            cid = a.course_id
+            had = self.submission(a, user_id) is not None  # before the visit: what is derived hangs on access times
+            state = self._state(cid, user_id, a.cmid)
+            at = self._act(user_id, cid, via)
             self.submission_overrides[(assignment_id, user_id)] = ("submitted", at)
+            sid = str(self.submission_id(assignment_id, user_id))
+            context = wh.module_context(a.cmid, cid)
+            events: List[Optional[Dict[str, Any]]] = [wh.moodle_event(
+                "\\assignsubmission_onlinetext\\event\\assessable_uploaded", crud="c", edulevel=wh.LEVEL_PARTICIPATING,
+                objecttable="assign_submission", objectid=sid, context=context, userid=user_id, timecreated=at,
+                courseid=str(cid), other={"pathnamehashes": [], "content": text.strip(), "format": "1"})]
+            kind = "submission_updated" if had else "submission_created"
+            row_id = self.submission_id(assignment_id, user_id)  # the assignsubmission_onlinetext row
+            events.append(wh.moodle_event(
+                f"\\assignsubmission_onlinetext\\event\\{kind}", crud="u" if had else "c",
+                edulevel=wh.LEVEL_PARTICIPATING, objecttable="assignsubmission_onlinetext",
+                objectid=str(row_id) if had else row_id, context=context, userid=user_id, timecreated=at,
+                courseid=str(cid), relateduserid=str(user_id),
+                other={"submissionid": sid, "submissionattempt": "0", "submissionstatus": "submitted",
+                       "onlinetextwordcount": len(text.split()), "groupid": 0, "groupname": None}))
+            module = next(m for m in self.modules[cid] if m.cmid == a.cmid)
+            if self.courses[cid].enablecompletion and module.completion:
+                events.append(self._complete(cid, user_id, a.cmid, at, state))
+            events.append(wh.moodle_event(
+                "\\mod_assign\\event\\assessable_submitted", crud="u", edulevel=wh.LEVEL_PARTICIPATING,
+                objecttable="assign_submission", objectid=sid, context=context, userid=user_id, timecreated=at,
+                other={"submission_editable": True}))
+        for event in events:
+            if event is not None:
+                self._trigger(event)
 
     def mutate(self, grades: int, profiles: int, seed: int = 1) -> Dict[str, List]:
         """Change `grades` graded student grades and `profiles` student cities: what a week of school does."""
@@ -410,6 +658,8 @@ class School:
             self._generate_course_contents(course)
         self._generate_due_date_changes()
         self._generate_service_users()
+        for _, _, e in self.all_enrolments():
+            e.seeded_access = e.lastcourseaccess
 
     def _generate_categories(self) -> None:
         names = ["Science", "Languages & Literature", "Mathematics", "Humanities", "Vocational", "Arts"]
@@ -627,6 +877,11 @@ class School:
     def roles_of(self, user_id: int) -> Dict[int, str]:
         """The roles a user holds in courses through an active enrolment."""
         return {cid: e.role for cid, rows in self.enrolments.items() if (e := rows.get(user_id)) and e.active}
+
+
+def _grades_differ(a: Optional[float], b: Optional[float]) -> bool:
+    """grade_floats_different() (lib/gradelib.php): grade_floatval() rounds to 5 decimals, null stays null."""
+    return (None if a is None else round(a, 5)) != (None if b is None else round(b, 5))
 
 
 MULTILANG_SWAHILI = '<span lang="en" class="multilang">Swahili</span> <span lang="sw" class="multilang">Kiswahili</span>'

@@ -22,6 +22,7 @@ from .access import token_user
 from .api import MoodleAPI, WSError
 from .school import School, SchoolSpec
 from .site import CallSettings, SiteConfig
+from .webhooks import WebhookSender, WebhookService
 
 MAX_INPUT_VARS = 1000
 DEMO_TOKEN = "demo-0123456789abcdef0123456789abcdef"
@@ -138,6 +139,7 @@ class MoodleEmulator:
             self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
             self._scheme = "https"
         self._thread: Optional[threading.Thread] = None
+        self.webhooks: Optional[WebhookSender] = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -178,6 +180,17 @@ class MoodleEmulator:
         computed, is written once it returns, so the caller's next request sees the change. `params` is the call's
         parameters as PHP parsed them (`options` a list of {name, value})."""
         self.hooks.append(callback)
+
+    def add_webhook(self, service: WebhookService) -> WebhookSender:
+        """Install the local_webhooks plugin's service: from now on every event a change to `school` triggers
+        (School.set_grade, enrol, unenrol, ...) that the service selected is POSTed to it (webhooks.py). The sender's
+        `flush(timeout)` waits until all were tried; `deliveries` records each POST's status or error."""
+        if self.webhooks is None:
+            # lib.php local_webhooks_send_request(): $event["host"] = parse_url($CFG->wwwroot)["host"]
+            self.webhooks = WebhookSender(host=urlsplit(self.api.base_url).hostname or "")
+            self.school.listeners.append(self.webhooks.notify)
+        self.webhooks.add(service)
+        return self.webhooks
 
     def revoke_token(self, token: str = DEMO_TOKEN) -> None:
         self.tokens.pop(token, None)
