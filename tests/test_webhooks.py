@@ -72,7 +72,8 @@ def settled(receiver: Receiver, batcher: MicroBatcher, timeout: float = 120.0) -
 
 
 def test_a_grade_event_updates_the_case(synced: Any) -> None:
-    """A grade imported (no access time moves, so no scheduled run would see it before a full refresh) reaches
+    """A grade written through the web services (no access time moves, so no scheduled run would see it before a
+    full refresh) reaches
     the student's enrolment case through one event, for a few Moodle requests."""
     moodle, hq, wh, receiver, batcher = synced
     school = moodle.school
@@ -81,7 +82,7 @@ def test_a_grade_event_updates_the_case(synced: Any) -> None:
     student = school.students_of(course, True)[0]
     item = next(i for i in school.grade_items[course] if i.itemtype == "mod")
     before = {ext: dict(c.properties) for ext, c in hq.by_external_id("course_enrolment").items()}
-    school.grade_overrides[(item.id, student)] = (item.grademin + 0.25, int(time.time()))
+    school.set_grade(course, student, item.id, item.grademin + 0.25, via="webservice")
     moodle.reset_counts()
     answer = plugin_post(receiver, {"eventname": "\\core\\event\\user_graded", "component": "core",
                                     "action": "graded", "target": "user", "objectid": "901", "crud": "u",
@@ -138,3 +139,25 @@ def test_serve_webhooks_refuses_to_start_without_a_token(tmp_path: Path) -> None
 
     run = cli("serve-webhooks", "--warehouse", str(tmp_path / "m.duckdb"), env={"MOODLE_COMMCARE_WEBHOOK_TOKEN": "short"})
     assert run.returncode == 2 and "MOODLE_COMMCARE_WEBHOOK_TOKEN" in " ".join(run.stderr.split())
+
+
+def test_a_teacher_grading_in_moodle_reaches_the_case_through_the_plugins_post(synced: Any) -> None:
+    """The emulator posts as local_webhooks does (emulators/moodle/webhooks.py): a grade entered in the gradebook
+    becomes the enrolment case's new grade, confirmed by CommCare, within one batch."""
+    from emulators.moodle.webhooks import WebhookService
+
+    moodle, hq, wh, receiver, batcher = synced
+    sender = moodle.add_webhook(WebhookService(receiver.url + "/", TOKEN, events={"\\core\\event\\user_graded"}))
+    school = moodle.school
+    course = next(c for c in sorted(school.enrolments) if any(i.itemtype == "mod" for i in school.grade_items[c])
+                  and school.students_of(c, True))
+    student = school.students_of(course, True)[-1]
+    item = next(i for i in school.grade_items[course] if i.itemtype == "mod")
+    before = {ext: dict(c.properties) for ext, c in hq.by_external_id("course_enrolment").items()}
+    school.set_grade(course, student, item.id, item.grademax - 0.5, via="web")
+    assert sender.flush(10) and all(d.status == 200 for d in sender.deliveries), sender.deliveries
+    settled(receiver, batcher)
+    assert all(b.done for b in batcher.results) and {c for b in batcher.results for c in b.courses} == {course}
+    changed = [ext for ext, case in hq.by_external_id("course_enrolment").items() if before.get(ext) != dict(case.properties)]
+    assert changed and all(str(student) in ext for ext in changed), changed
+    assert_store_matches_marts(hq, wh.path)

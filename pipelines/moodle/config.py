@@ -167,7 +167,7 @@ class MoodleSettings(HttpSettings):
     """ignore the watermarks and cursors this run"""
     refresh_course_ids: List[int] = dataclasses.field(default_factory=list)
     """courses whose grades, outline and submissions this run re-reads though no access moved (a webhook event said
-    they changed: a grade import, a cron recalculation)"""
+    they changed: a grade written through the web services, a cron recalculation)"""
     refresh_user_ids: List[int] = dataclasses.field(default_factory=list)
     """students whose engagement and completion this run re-reads though their access did not move (an event)"""
     language: Optional[str] = None
