@@ -484,6 +484,78 @@ def demo(
         console.print(f"CommCare emulator (project {hq.domain}) at {hq.base_url}")
         _forget_commcare(wh)  # this CommCare emulator starts empty: so do the ledger and the job journal
         _export(wh, upload=True, dry_run=False, full=False, skip_check=True, poll_interval=0.2, **commcare_settings)
+        console.rule("4. A teacher grades in Moodle: the event updates the case (serve-webhooks)")
+        with failing_as("Demo failed"):
+            _demo_event(wh, moodle, hq, moodle_settings, {**commcare_settings, "poll_interval": 0.2})
+
+
+def _demo_event(warehouse: Warehouse, moodle: Any, hq: Any, moodle_settings: Dict[str, Any],
+                commcare_settings: Dict[str, Any]) -> None:
+    """The receiver in this process, the emulator posting as local_webhooks does: one grade, one event, one batch."""
+    import secrets
+    import socket
+    import time
+
+    import uvicorn
+    from rich.table import Table
+
+    from emulators.moodle.webhooks import WebhookService
+
+    from . import demo as demo_settings
+    from .webhook_batcher import MicroBatcher
+    from .webhook_events import KINDS, is_relevant
+    from .webhook_server import make_app, uvicorn_config
+    from .webhook_store import EventStore, events_path
+
+    token = secrets.token_hex(16)
+    store = EventStore(events_path(warehouse.path))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn_config(make_app(store, token, is_relevant=is_relevant), "127.0.0.1",
+                                           sock.getsockname()[1]))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        sender = moodle.add_webhook(WebhookService(url, token, events={"\\" + name for name in KINDS}))
+        school = moodle.school
+        course = next(c for c in sorted(school.enrolments) if any(i.itemtype == "mod" for i in school.grade_items[c])
+                      and school.students_of(c, True))
+        student = school.students_of(course, True)[0]
+        item = next(i for i in school.grade_items[course] if i.itemtype == "mod")
+        with warehouse.connect(read_only=True) as con:
+            found = con.execute(f"select external_id from {warehouse.mart('commcare_enrolment_cases')} "
+                                "where moodle_user_id = ? and moodle_course_id = ?", [student, course]).fetchone()
+        case_id = found[0] if found else None
+
+        def grades() -> str:
+            case = hq.by_external_id("course_enrolment").get(case_id)
+            return case.properties.get("grade_summary", "") if case else "(no case)"
+
+        was = grades()
+        console.print(f"A teacher gives student {student} {item.grademax:g}/{item.grademax:g} for grade item {item.id} "
+                      f"in course {course}, in Moodle's gradebook.")
+        school.set_grade(course, student, item.id, item.grademax, via="web")
+        sender.flush(10)
+        names = ", ".join(sorted({d.eventname for d in sender.deliveries}))
+        console.print(f"Moodle sent {len(sender.deliveries)} event(s) ({names}); the receiver stored "
+                      f"{store.counts().get('pending', 0)}.")
+        batch = MicroBatcher(warehouse, store, window=0, dbt_vars=demo_settings.dbt_vars(), moodle_options=moodle_settings,
+                             commcare_options=commcare_settings).run_once()
+        table = Table(title=f"Case {case_id} in CommCare", title_justify="left")
+        for column in ("", "grade_summary"):
+            table.add_column(column)
+        table.add_row("before", was)
+        table.add_row("after", grades())
+        if batch is not None:
+            table.caption = (f"one batch: {batch.events} event(s), courses {batch.courses}, {batch.requests} Moodle "
+                             f"requests, {batch.sent} case(s) sent, {batch.seconds:.1f} s (exit {batch.exit_code})")
+            table.caption_justify = "left"
+        console.print(table)
+    finally:
+        server.should_exit = True
+        store.close()
 
 
 def _check_both(warehouse: Warehouse, moodle_settings: Dict[str, Any], commcare_settings: Dict[str, Any],
