@@ -18,6 +18,7 @@ from rich.markup import escape
 from pipelines.moodle_pipeline import run_extract
 
 from .failures import ExitCode, classify, disk_full_message
+from .runlog import utcnow
 from .warehouse import Warehouse
 
 WAREHOUSE_OPTION = typer.Option(
@@ -315,7 +316,7 @@ def sync(
             err.print(f"[yellow]Notification:[/] {escape(problem)}")
         err.print(f"[bold red]Sync:[/] {escape(str(refused))}", soft_wrap=True)
         raise typer.Exit(ExitCode.BUSY) from None
-    began = _utcnow()
+    began = utcnow()
     with held, json_log(log_file(wh.path), run_id) as logged:
         logging.getLogger("moodle_commcare.sync").info("sync %s started (full refresh: %s)", run_id, full_refresh)
         with failing_as("Sync"), console.status("Sync…") as status:
@@ -352,12 +353,6 @@ def _next_due() -> Any:
         err.print(f"[yellow]{SCHEDULE_ENV}={escape(repr(expression))} is not a cron expression[/] (e.g. '15 2 * * *').")
         return None
     return croniter(expression, datetime.now(timezone.utc)).get_next(datetime)
-
-
-def _utcnow() -> Any:
-    from .runlog import utcnow
-
-    return utcnow()
 
 
 WEBHOOK_TOKEN_ENV = "MOODLE_COMMCARE_WEBHOOK_TOKEN"  # the local_webhooks service's token (a secret)

@@ -47,23 +47,20 @@ def record_failure(db: Path, stage: str, status: str, started_at: datetime, summ
 
 def latest(db: Path) -> List[Dict[str, Any]]:
     """The last run of each stage."""
-    if not db.exists():
-        return []
-    with connect(db, read_only=True) as con:
-        exists = scalar(con, "select count(*) from information_schema.tables "
-                             "where table_schema = 'ops' and table_name = 'run_log'")
-        if not exists:
-            return []
-        rows = con.execute("""
-            select stage, status, started_at, finished_at, summary from ops.run_log
-            qualify row_number() over (partition by stage order by finished_at desc) = 1
-            order by case stage when 'extract' then 1 when 'transform' then 2 else 3 end""").fetchall()
-    return [{"stage": s, "status": st, "started_at": a, "finished_at": f, "summary": json.loads(j)}
-            for s, st, a, f, j in rows]
+    return _runs(db, """
+        select stage, status, started_at, finished_at, summary from ops.run_log
+        qualify row_number() over (partition by stage order by finished_at desc) = 1
+        order by case stage when 'extract' then 1 when 'transform' then 2 else 3 end""")
 
 
 def recent(db: Path, stage: str, limit: int = 10) -> List[Dict[str, Any]]:
     """The last `limit` runs of one stage (e.g. sync), newest first."""
+    return _runs(db, "select stage, status, started_at, finished_at, summary from ops.run_log where stage = ? "
+                     "order by finished_at desc limit ?", [stage, limit])
+
+
+def _runs(db: Path, sql: str, params: Optional[List[Any]] = None) -> List[Dict[str, Any]]:
+    """Runs the query selects from ops.run_log; none before the warehouse or its log exists."""
     if not db.exists():
         return []
     with connect(db, read_only=True) as con:
@@ -71,8 +68,7 @@ def recent(db: Path, stage: str, limit: int = 10) -> List[Dict[str, Any]]:
                              "where table_schema = 'ops' and table_name = 'run_log'")
         if not exists:
             return []
-        rows = con.execute("select stage, status, started_at, finished_at, summary from ops.run_log where stage = ? "
-                           "order by finished_at desc limit ?", [stage, limit]).fetchall()
+        rows = con.execute(sql, params or []).fetchall()
     return [{"stage": s, "status": st, "started_at": a, "finished_at": f, "summary": json.loads(j)}
             for s, st, a, f, j in rows]
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 from .failures import ExitCode, classify
 from .runlock import RunLocked
+from .runlog import utcnow
 from .warehouse import Warehouse
 from .webhook_events import Targets, targets_of
 from .webhook_store import EventStore
@@ -90,7 +91,7 @@ class MicroBatcher:
         oldest = min(e.received_at for e in pending)
         result = BatchResult(batch_id=batch_id, events=len(pending))
         started = time.monotonic()
-        began = _utcnow()
+        began = utcnow()
         try:
             with self.warehouse.run_lock("webhooks", wait=self.lock_wait):
                 targets = self._targets([e.event for e in pending])
@@ -150,9 +151,3 @@ class MicroBatcher:
             finally:
                 con.close()
         return targets_of(events, known, lambda user: by_user.get(user, set()))
-
-
-def _utcnow() -> Any:
-    from .runlog import utcnow
-
-    return utcnow()
