@@ -11,6 +11,25 @@ Sources (dimagi/commcare-hq, corehq/apps/case_importer/):
   before its own chunk is committed. Both see a new external_id as new, both create it.
 - A row naming an external_id (or parent) created earlier in the still-pending chunk flushes the chunk
   first (`relies_on_uncreated_case`), so a later row updates the case the earlier one created.
+
+Parent columns (do_import.py `_CaseImportRow.__init__`, `_get_parent_index`, `validate_parent_column`):
+- parent_id (looked up by case_id) is tried before parent_external_id; the first non-blank one decides, and a
+  parent not found (or matching twice) is "Invalid Parent ID" reported against that column: no fallback.
+- parent_type, parent_relationship_type, parent_identifier are `fields_to_update.pop(column, default)`: the
+  defaults (the import's case_type, 'child', None) apply only when the COLUMN is absent. A blank cell is None
+  (openpyxl read_only, corehq/util/workbook_reading/adapters/xlsx.py): a blank parent_type matches a parent of
+  any type by external_id and none by case_id (util.py `lookup_case`: `case.type == case_type`); a blank
+  parent_relationship_type is neither 'child' nor 'extension'.
+- the relationship is only checked once the parent is found: 'child' -> identifier parent_identifier or
+  'parent'; 'extension' -> identifier parent_identifier, required; anything else -> InvalidParentId.
+  Those two raise `InvalidParentId(_("..."))`: CaseRowError's first argument is column_name, so HQ reports the
+  sentence as the error's COLUMN and the class message as its description (exceptions.py `CaseRowError`).
+- the index is {identifier: (parent type, parent case_id[, "extension"])}: a caseblock index sets or replaces that
+  identifier only, so an update naming another identifier keeps the first.
+- order of the row's errors: Too Many Matches (the row's own lookup), then a new row not created
+  (create_new_cases off) is skipped before any owner or parent check; a create checks the owner, then the
+  parent (`get_create_caseblock`: owner_id= is evaluated before **_get_caseblock_kwargs()); an update checks
+  the parent, then the owner (`get_update_caseblock`).
 """
 
 from __future__ import annotations
@@ -23,14 +42,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .store import Case, CaseStore, now_iso
+from .store import CHILD, EXTENSION, Case, CaseStore, Index, now_iso
 
 HEADER_RE = re.compile(r"^[a-zA-Z][\w_-]*$")
 RESERVED = ("type", "closed", "parent_ref")  # corehq/apps/case_importer/util.py RESERVED_FIELDS
 CHUNK = 100  # corehq/apps/hqcase/utils.py CASEBLOCK_CHUNKSIZE
 MAX_LEN = 255  # STANDARD_CHARFIELD_LENGTH
-SPECIAL = {"external_id", "owner_id", "parent_external_id", "parent_type", "parent_identifier",
+SPECIAL = {"external_id", "owner_id", "parent_id", "parent_external_id", "parent_type", "parent_identifier",
            "parent_relationship_type", "close"}
+# exceptions.py InvalidParentId.message; the emulator's not-found rows keep their shorter description
+INVALID_PARENT = "An invalid or unknown parent case was specified for the uploaded case."
+PARENT_NOT_FOUND = "Could not find parent case"
+EXTENSION_NEEDS_IDENTIFIER = ("'parent_identifier' column must be provided when 'parent_relationship_type' column "
+                              "is set to 'extension'")  # do_import.py validate_parent_column
+BAD_RELATIONSHIP = "Invalid value for 'parent_relationship_type' column"
 
 
 class ImporterRawError(Exception):
@@ -205,10 +230,13 @@ class Importer:
                         continue  # testBlankRows: skipped silently
                     values = {k: ("" if v is None else str(v)) for k, v in raw.items()}
                     search = _search_id(values.get(job.search_column, ""))
-                    parent = (values.get("parent_type") or sheet.case_type, values.get("parent_external_id", ""))
-                    if (sheet.case_type, search) in pending_new or parent in pending_new:
+                    # relies_on_uncreated_case: search_id, parent_id or parent_external_id among the pending
+                    # chunk's new external ids (compared as bare ids, whatever their case type)
+                    uncreated = {ext for _, ext in pending_new}
+                    if any(i and i in uncreated for i in (search, values.get("parent_id"),
+                                                           values.get("parent_external_id"))):
                         flush()
-                    outcome = self._row(job, sheet, values, search, row_no, fail, pending, pending_new)
+                    outcome = self._row(job, sheet, raw, values, search, row_no, fail, pending, pending_new)
                     if outcome == "created":
                         created += 1
                     elif outcome == "updated":
@@ -223,7 +251,7 @@ class Importer:
         job.result = None if job.report_no_result else {
             "match_count": matched, "created_count": created, "num_chunks": chunks, "errors": list(errors.values())}
 
-    def _row(self, job: Job, sheet: Sheet, values: Dict[str, str], search: str, row_no: int,
+    def _row(self, job: Job, sheet: Sheet, raw: Dict[str, Any], values: Dict[str, str], search: str, row_no: int,
              fail: Callable[..., None], pending: List[Callable[[], None]], pending_new: set) -> Optional[str]:
         if not search:
             fail(row_no, "Blank External ID", None, "A row has a blank external id")
@@ -235,32 +263,39 @@ class Importer:
         if len(name) > MAX_LEN:
             fail(row_no, "Name Too Long", "name", "Name is too long")
             return None
-        owner = values.get("owner_id", "")
-        if owner and owner not in self.owners():
-            fail(row_no, "Invalid Owner", "owner_id", "Owner ID was used in the mapping but there were errors")
-            return None
         if self.validate_dictionary:
             for prop, kind in self.dictionary.get(sheet.case_type, {}).items():
                 value = values.get(prop, "")
                 if kind == "date" and value and not _is_date(value):
                     fail(row_no, "Invalid Date", prop, "Date values must be in the format YYYY-MM-DD")
                     return None
-        parent = None
-        parent_ext = values.get("parent_external_id", "")
-        if parent_ext:
-            parent_type = values.get("parent_type") or sheet.case_type
-            match = self.store.find(parent_type, parent_ext)
-            if len(match) != 1:
-                fail(row_no, "Invalid Parent ID", "parent_external_id", "Could not find parent case")
-                return None
-            parent = (values.get("parent_identifier") or "parent", match[0].case_id)
+        existing = self.store.find(sheet.case_type, search)
+        if len(existing) > 1:  # _CaseImportRow.existing_case, read by is_new_case before anything else
+            fail(row_no, "Too Many Matches", None, "More than one case matches")
+            return None
+        if not existing and not job.create_new:
+            return None  # not counted, not an error: silently skipped, before any owner or parent check
+        owner = values.get("owner_id", "")
+
+        def owner_ok() -> bool:  # _get_owner_id -> _OwnerAccessor.check_owner_id -> _check_owner
+            if owner and owner not in self.owners():
+                fail(row_no, "Invalid Owner", "owner_id", "Owner ID was used in the mapping but there were errors")
+                return False
+            return True
+
+        # get_create_caseblock evaluates owner_id= before _get_caseblock_kwargs() (the index); an update the reverse
+        if not existing and not owner_ok():
+            return None
+        try:
+            index = self._parent_index(sheet, raw)
+        except InvalidParentId as exc:
+            fail(row_no, "Invalid Parent ID", exc.column, exc.description)
+            return None
+        if existing and not owner_ok():
+            return None
         special = SPECIAL | {job.search_column, job.name_column}
         # do_import.py _populate_updated_fields: `update_value.strip() == SCALAR_NEVER_WAS` ('---') -> ''
         props = {k: ("" if v.strip() == "---" else v) for k, v in values.items() if k not in special}
-        existing = self.store.find(sheet.case_type, search)
-        if len(existing) > 1:
-            fail(row_no, "Too Many Matches", None, "More than one case matches")
-            return None
         closing = values.get("close") == "yes"
         if existing:
             case = existing[0]
@@ -271,24 +306,69 @@ class Importer:
                 if owner:
                     case.owner_id = owner
                 case.properties.update(props)
-                if parent:
-                    case.parent = parent
+                if index:
+                    case.set_indices(index)  # CaseBlock: only this identifier is set or replaced
                 case.last_modified = now_iso()
                 if closing and not case.closed:
                     case.closed, case.date_closed = True, case.last_modified
 
             pending.append(update)
             return "updated"
-        if not job.create_new:
-            return None  # not counted, not an error: silently skipped
         owner_id = owner or "uploading-user"
 
         def create() -> None:  # create caseblocks ignore close
-            self.store.create(sheet.case_type, search, name, owner_id, props, parent)
+            self.store.create(sheet.case_type, search, name, owner_id, props, index)
 
         pending.append(create)
         pending_new.add((sheet.case_type, search))
         return "created"
+
+    def _parent_index(self, sheet: Sheet, raw: Dict[str, Any]) -> Optional[Dict[str, Index]]:
+        """do_import.py `_CaseImportRow._get_parent_index` + `validate_parent_column`. A column absent takes the
+        pop() default; a blank cell is None (see the module docstring)."""
+
+        def cell(column: str, default: Optional[str]) -> Optional[str]:
+            if column not in raw:
+                return default
+            value = raw[column]
+            if value is None:
+                return None
+            text = str(value)
+            return "" if text.strip() == "---" else text  # _populate_updated_fields: SCALAR_NEVER_WAS -> ''
+
+        parent_type = cell("parent_type", sheet.case_type)
+        relationship = cell("parent_relationship_type", CHILD)
+        identifier = cell("parent_identifier", None)
+        for column, value in (("parent_id", cell("parent_id", None)),
+                              ("parent_external_id", cell("parent_external_id", None))):
+            if not value:
+                continue
+            if column == "parent_id":  # util.py lookup_case by case_id: that case, if its type is parent_type
+                # (CommCareCase.objects.get_case: a soft-deleted case too [infer: get_case does not filter it])
+                by_id = self.store.cases.get(value)
+                found = [by_id] if by_id is not None and by_id.case_type == parent_type else []
+            else:  # get_case_by_external_id(domain, id, case_type=parent_type, raise_multiple=True)
+                found = self.store.find(parent_type, value)
+            if len(found) == 1:
+                parent = found[0]
+                if relationship == CHILD:
+                    return {identifier or "parent": (parent.case_type, parent.case_id, CHILD)}
+                if relationship == EXTENSION:
+                    if not identifier:
+                        raise InvalidParentId(EXTENSION_NEEDS_IDENTIFIER, INVALID_PARENT)
+                    return {identifier: (parent.case_type, parent.case_id, EXTENSION)}
+                raise InvalidParentId(BAD_RELATIONSHIP, INVALID_PARENT)
+            raise InvalidParentId(column, PARENT_NOT_FOUND)
+        return None
+
+
+class InvalidParentId(Exception):
+    """exceptions.py InvalidParentId: title 'Invalid Parent ID'; `column` is CaseRowError.column_name."""
+
+    def __init__(self, column: str, description: str) -> None:
+        super().__init__(description)
+        self.column = column
+        self.description = description
 
 
 class JobAborted(Exception):

@@ -21,6 +21,17 @@ dimagi/commcare-hq (cited beside it):
   group (v0_4 GroupResource: Edit Mobile Workers; case_sharing), location and location_type
   (locations/resources/v0_5.py: Edit Locations; the type says shares_cases), in tastypie's list envelope
   {"meta": {limit, next, offset, previous, total_count}, "objects": [...]}, limit capped at 1000.
+- what a mobile worker's phone syncs (`restore_owner_ids`, `phone_cases`): the restore asks
+  casexml/apps/phone/models.py `OTARestoreCommCareUser.get_owner_ids` -> corehq/apps/users/models.py
+  `CommCareUser.get_owner_ids`: [the user's own id] + the ids of `get_case_sharing_groups()`, which are
+  (1) `_get_case_owning_locations`: each ASSIGNED location whose type shares cases, then every descendant (not
+  archived, type sharing cases) of an assigned location whose type has "view descendants" (the assigned one
+  need not share cases itself); a location's case-sharing group has the location's id
+  (locations/models.py `SQLLocation.case_sharing_group_object`: g._id = location_id);
+  (2) `Group.by_user_id(user)` where `group.case_sharing` (a reporting-only group gives nothing);
+  (3) attendance-tracking event groups, behind a privilege and a toggle: not modelled.
+  Not the parent locations of an assigned one, nor groups the user is not a member of. The cases sent for
+  those owner ids follow livequery.py (store.py).
 """
 
 from __future__ import annotations
@@ -74,6 +85,13 @@ class CommCareEmulator:
         # the ids that exist in the project; an id without an entry in owner_kinds is a mobile worker
         self.owners: Set[str] = set(owners or ())
         self.owner_kinds: Dict[str, str] = dict(owner_kinds or {})
+        # who is in which group, who is assigned which locations, and the location tree: none by default
+        self.group_members: Dict[str, Set[str]] = {}  # group id -> mobile worker ids
+        self.user_locations: Dict[str, List[str]] = {}  # mobile worker id -> assigned location ids, in order
+        self.location_parents: Dict[str, str] = {}  # location id -> its parent location id
+        # owner kinds ("location" = School, "location_not_sharing" = District) whose location type has "view
+        # descendants" ticked (LocationType.view_descendants)
+        self.view_descendants: Set[str] = set()
         # case types of the project's applications (app_manager get_case_types_from_apps): what the
         # Application API shows, and with the types of existing cases what views.py accepts as "uses cases"
         self.case_types: Set[str] = set(DEFAULT_CASE_TYPES if case_types is None else case_types)
@@ -136,6 +154,65 @@ class CommCareEmulator:
     def valid_owners(self) -> Set[str]:
         """The ids the importer accepts as owner_id (do_import.py _OwnerAccessor._check_owner)."""
         return {o for o in self.owners if self.owner_kind(o) in VALID_OWNER_KINDS}
+
+    # ------------------------------------------------------------------ users, groups, locations; phone sync
+    def _require(self, owner_id: str, kinds: Tuple[str, ...]) -> None:
+        if owner_id not in self.owners or self.owner_kind(owner_id) not in kinds:
+            raise ValueError(f"{owner_id!r} is not a {' or '.join(kinds)} of the project")
+
+    def add_group_member(self, group_id: str, user_id: str) -> None:
+        """Users > Groups: the mobile worker joins the group (case-sharing or not)."""
+        self._require(group_id, ("group", "group_not_sharing"))
+        self._require(user_id, ("mobile_worker",))
+        self.group_members.setdefault(group_id, set()).add(user_id)
+
+    def assign_location(self, user_id: str, location_id: str) -> None:
+        """The mobile worker is assigned the location (CommCareUser.add_to_assigned_locations)."""
+        self._require(user_id, ("mobile_worker",))
+        self._require(location_id, ("location", "location_not_sharing"))
+        assigned = self.user_locations.setdefault(user_id, [])
+        if location_id not in assigned:
+            assigned.append(location_id)
+
+    def set_location_parent(self, location_id: str, parent_id: str) -> None:
+        self._require(location_id, ("location", "location_not_sharing"))
+        self._require(parent_id, ("location", "location_not_sharing"))
+        if parent_id == location_id or parent_id in self._location_descendants(location_id):
+            raise ValueError(f"{parent_id!r} is {location_id!r} or below it: the location tree has no cycles")
+        self.location_parents[location_id] = parent_id
+
+    def _location_descendants(self, location_id: str) -> List[str]:
+        out: List[str] = []
+        children = sorted(c for c, p in self.location_parents.items() if p == location_id)
+        for child in children:
+            if child not in out:
+                out.append(child)
+                out.extend(d for d in self._location_descendants(child) if d not in out)
+        return out
+
+    def restore_owner_ids(self, user_id: str) -> List[str]:
+        """The owner ids a restore for this mobile worker asks cases for: CommCareUser.get_owner_ids
+        (users/models.py), see the module docstring. Raises ValueError for an id that is not a mobile worker."""
+        self._require(user_id, ("mobile_worker",))
+        ids = [user_id]
+        assigned = self.user_locations.get(user_id, [])
+        # _get_case_owning_locations: assigned locations whose type shares cases ...
+        locations = [loc for loc in assigned if self.owner_kind(loc) == "location"]
+        # ... then the descendants (type sharing cases; none is archived here) of those whose type views descendants
+        for loc in assigned:
+            if self.owner_kind(loc) in self.view_descendants:
+                locations += [d for d in self._location_descendants(loc) if self.owner_kind(d) == "location"]
+        # Group.by_user_id(user) if group.case_sharing
+        groups = [g for g in sorted(self.group_members) if user_id in self.group_members[g]
+                  and self.owner_kind(g) == "group"]
+        for owner_id in locations + groups:
+            if owner_id not in ids:
+                ids.append(owner_id)
+        return ids
+
+    def phone_cases(self, user_id: str) -> Dict[str, Case]:
+        """case_id -> case: what a fresh restore for this mobile worker sends (livequery.py `do_livequery`)."""
+        return self.store.phone_cases(self.restore_owner_ids(user_id))
 
     def __enter__(self) -> "CommCareEmulator":
         self.importer.start(self.workers)
@@ -294,7 +371,8 @@ class CommCareEmulator:
                      "versions": [], "resource_uri": f"{root}/application/app-0001/"}]
         if resource == "user":  # v0_1.py CommCareUserResource fields
             return [{"id": o, "username": f"{o}@{self.domain}.commcarehq.org", "first_name": o, "last_name": "",
-                     "default_phone_number": None, "email": "", "phone_numbers": [], "groups": [],
+                     "default_phone_number": None, "email": "", "phone_numbers": [],
+                     "groups": sorted(g for g, members in self.group_members.items() if o in members),
                      "user_data": {}, "resource_uri": f"{root}/user/{o}/"}
                     for o, kind in kinds.items() if kind == "mobile_worker"]
         if resource == "web-user":  # v0_1.py WebUserResource: the API user is one of them
@@ -305,21 +383,25 @@ class CommCareEmulator:
                      "permissions": {p: True for p in sorted(self.permissions)},
                      "resource_uri": f"{root}/web-user/{i}/"} for i, name in users]
         if resource == "group":  # v0_4.py GroupResource: case_sharing says whether it may own cases
-            return [{"id": o, "domain": self.domain, "name": o, "users": [], "case_sharing": kind == "group",
+            return [{"id": o, "domain": self.domain, "name": o, "users": sorted(self.group_members.get(o, ())),
+                     "case_sharing": kind == "group",
                      "reporting": True, "metadata": {}, "resource_uri": f"{root}/group/{o}/"}
                     for o, kind in kinds.items() if kind in ("group", "group_not_sharing")]
         if resource == "location_type":  # locations/resources/v0_5.py LocationTypeResource
             return [{"id": pk, "domain": self.domain, "name": name, "code": name.lower(), "parent_type": None,
-                     "administrative": not shares, "shares_cases": shares, "view_descendants": False,
-                     "resource_uri": f"{root}/location_type/{pk}/"}
-                    for pk, name, shares in ((1, "School", True), (2, "District", False))]
+                     "administrative": not shares, "shares_cases": shares,
+                     "view_descendants": kind in self.view_descendants, "resource_uri": f"{root}/location_type/{pk}/"}
+                    for pk, name, shares, kind in ((1, "School", True, "location"),
+                                                   (2, "District", False, "location_not_sharing"))]
         if resource == "location":  # LocationResource: location_type is the type's resource URI
             locations = [(o, 1 if kind == "location" else 2) for o, kind in kinds.items()
                          if kind in ("location", "location_not_sharing")]
             return [{"id": n, "name": o, "domain": self.domain, "location_id": o, "site_code": o,
                      "external_id": None, "created_at": "2024-01-01T00:00:00", "last_modified": "2024-01-01T00:00:00",
                      "latitude": None, "longitude": None, "location_data": {},
-                     "location_type": f"{root}/location_type/{t}/", "parent": None,
+                     "location_type": f"{root}/location_type/{t}/",
+                     "parent": (f"{root}/location/{self.location_parents[o]}/" if o in self.location_parents
+                                else None),
                      "resource_uri": f"{root}/location/{o}/"} for n, (o, t) in enumerate(locations, 1)]
         raise KeyError(resource)
 
