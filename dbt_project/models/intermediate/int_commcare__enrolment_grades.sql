@@ -29,12 +29,7 @@ select
     left(string_agg(
         case
             when i.is_gradable then
-                i.item_name || ': ' || case
-                    when i.grade_raw is not null and i.grade_max is not null
-                        then format('{:g}', round(i.grade_raw, 2)) || '/' || format('{:g}', round(i.grade_max, 2))
-                    when i.grade_max is not null then '-/' || format('{:g}', round(i.grade_max, 2))
-                    else coalesce(i.grade_formatted, '-')
-                end
+                i.item_name || ': ' || {{ grade_text('i') }}
         end, '; ' order by i.grade_item_id
     ), 1000) as grade_summary
 from visible_items as i

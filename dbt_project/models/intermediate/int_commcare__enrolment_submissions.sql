@@ -1,58 +1,9 @@
 -- Missing (due, not submitted) and late (submitted after the due date) assignments per student and course.
--- The due date is the student's own: their user or group override when the extract reads them, pushed later by
--- an extension. In a team assignment the group's submission counts for every member.
-with due as (
-    select
-        e.course_id,
-        e.user_id,
-        a.assignment_id,
-        greatest(coalesce(dd.due_at, a.due_at), f.extension_due_at) as due_at
-    from {{ ref('int_moodle__enrolments') }} as e
-    inner join {{ ref('stg_moodle__assignments') }} as a using (course_id)
-    left join {{ ref('stg_moodle__assignment_due_dates') }} as dd using (assignment_id, user_id)
-    left join {{ ref('stg_moodle__assignment_user_flags') }} as f using (assignment_id, user_id)
-    where e.is_student and not a.is_offline
-),
-
-own as (
-    select
-        assignment_id,
-        user_id,
-        modified_at as submitted_at
-    from {{ ref('stg_moodle__assignment_submissions') }}
-    where submission_status = 'submitted' and user_id <> 0
-),
-
-team as (
-    select
-        s.assignment_id,
-        m.user_id,
-        s.modified_at as submitted_at
-    from {{ ref('stg_moodle__assignment_submissions') }} as s
-    inner join {{ ref('stg_moodle__assignments') }} as a using (assignment_id)
-    inner join {{ ref('int_moodle__group_members') }} as m on a.course_id = m.course_id and s.group_id = m.group_id
-    where s.submission_status = 'submitted' and s.user_id = 0
-),
-
-submitted as (
-    select
-        assignment_id,
-        user_id,
-        max(submitted_at) as submitted_at
-    from (
-        select * from own
-        union all
-        select * from team
-    ) as either_way
-    group by assignment_id, user_id
-)
-
 select
-    due.course_id,
-    due.user_id,
-    count(case when due.due_at < {{ as_of() }} and s.submitted_at is null then 1 end) as missing_submissions,
-    count(case when s.submitted_at > due.due_at then 1 end) as late_submissions,
-    count(s.submitted_at) as submitted_assignments
-from due
-left join submitted as s using (assignment_id, user_id)
-group by due.course_id, due.user_id
+    course_id,
+    user_id,
+    count(case when is_missing then 1 end) as missing_submissions,
+    count(case when is_late then 1 end) as late_submissions,
+    count(submitted_at) as submitted_assignments
+from {{ ref('int_commcare__student_assignments') }}
+group by course_id, user_id
