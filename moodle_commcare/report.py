@@ -14,6 +14,7 @@ from pipelines.moodle_pipeline import ExtractReport
 from .check import CheckReport
 from .sync import SyncReport
 from .transform import TransformReport
+from .warehouse import CASE_TYPES
 
 
 def extract_tables(report: ExtractReport) -> list[Table]:
@@ -131,10 +132,12 @@ def print_status(console: Console, path, runs: list) -> None:  # type: ignore[no
         elif run["stage"] == "transform":
             what = (f"{summary.get('commcare_student_cases', '?')} student cases, "
                     f"{summary.get('commcare_enrolment_cases', '?')} enrolment cases, "
-                    f"{summary.get('commcare_unowned_cases', '?')} without owner")
+                    + (f"{summary['commcare_student_course_cases']} students' own course cases, "
+                       if summary.get("commcare_student_course_cases") else "")
+                    + f"{summary.get('commcare_unowned_cases', '?')} without owner")
         else:
             parts = []
-            for case_type in ("student", "course_enrolment"):
+            for case_type in [t.name for t in CASE_TYPES]:
                 s = summary.get(case_type)
                 if s:
                     parts.append(f"{case_type}: {s['created']} created, {s['updated']} updated, "

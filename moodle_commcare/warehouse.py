@@ -40,7 +40,7 @@ class CaseType:
     """A CommCare case type and the mart that holds its cases."""
     name: str
     table: str
-    parent: bool  # its cases are children of a student case
+    parent: bool  # its cases are children of another case (the mart's parent_type names its type)
 
     @property
     def relation(self) -> str:
@@ -51,6 +51,8 @@ class CaseType:
 CASE_TYPES: Tuple[CaseType, ...] = (
     CaseType("student", "commcare_student_cases", parent=False),
     CaseType("course_enrolment", "commcare_enrolment_cases", parent=True),
+    CaseType("course", "commcare_course_cases", parent=False),  # only for courses of students with a phone
+    CaseType("student_course", "commcare_student_course_cases", parent=True),  # a student's own, child of course
 )
 UNOWNED_TABLE = "commcare_unowned_cases"  # cases no CommCare owner maps to: reported, never exported
 

@@ -240,7 +240,7 @@ def test_hashes_of_an_older_duckdb_are_migrated_without_a_resend(db: Path, hq: C
                               "close is null) returning external_id").fetchone()[0]
     uploads = hq.requests["upload"]
     report = run_export(db, settings(hq, tmp_path), upload=True)
-    assert [t.to_send for t in report.types] == [1, 0] and report.types[0].updated == 1, "only the renamed case"
+    assert [t.to_send for t in report.types] == [1, 0, 0, 0] and report.types[0].updated == 1, "only the renamed case"
     assert hq.requests["upload"] == uploads + 1
     with duckdb.connect(str(db)) as con:
         assert con.execute("select value from commcare_export.ledger_meta").fetchone()[0] == ledger.HASH_SCHEME

@@ -63,5 +63,7 @@ def test_the_cli_names_the_warehouse_and_refuses_a_bad_one_with_the_settings_exi
 
 
 def test_the_warehouse_owns_the_marts_names() -> None:
-    assert [t.relation for t in CASE_TYPES] == ["commcare.commcare_student_cases", "commcare.commcare_enrolment_cases"]
+    assert [t.relation for t in CASE_TYPES] == ["commcare.commcare_student_cases", "commcare.commcare_enrolment_cases",
+                                                "commcare.commcare_course_cases",
+                                                "commcare.commcare_student_course_cases"]
     assert Warehouse.mart("commcare_unowned_cases") == "commcare.commcare_unowned_cases"

@@ -23,3 +23,39 @@ select
 from {{ ref('int_commcare__student_enrolments') }} as se
 inner join {{ ref('int_commcare__students') }} as st using (user_id)
 where se.owner_id is null or st.owner_id is null
+
+union all
+
+select
+    'course' as case_type,
+    'moodle-' || site_key || '-c-' || course_id as external_id,
+    cast(null as bigint) as moodle_user_id,
+    course_id as moodle_course_id,
+    'course ' || course_shortname || ' maps to no CommCare owner' as reason
+from {{ ref('int_commcare__student_courses') }}
+where course_owner_id is null
+group by site_key, course_id, course_shortname
+
+union all
+
+select
+    'student_course' as case_type,
+    sc.external_id,
+    sc.user_id as moodle_user_id,
+    sc.course_id as moodle_course_id,
+    'course ' || sc.course_shortname || ' maps to no CommCare owner' as reason
+from {{ ref('int_commcare__student_courses') }} as sc
+where sc.course_owner_id is null and not sc.should_close
+
+union all
+
+-- students with no worker of their own, listed once a programme maps any: they stay coach-only
+select
+    'student_course' as case_type,
+    'moodle-' || se.site_key || '-sc-' || se.course_id || '-' || se.user_id as external_id,
+    se.user_id as moodle_user_id,
+    se.course_id as moodle_course_id,
+    w.unmapped_reason as reason
+from {{ ref('int_commcare__student_workers') }} as w
+inner join {{ ref('int_commcare__student_enrolments') }} as se using (user_id)
+where w.commcare_user_id is null and not se.should_close and (w.mapped_by is not null or exists (select 1 from {{ ref('int_commcare__student_workers') }} where commcare_user_id is not null))
