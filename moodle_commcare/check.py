@@ -71,9 +71,32 @@ def check_commcare_end(report: CheckReport, warehouse: Optional[Warehouse] = Non
                                        loses="Nothing is uploaded until the settings are fixed."))
     else:
         owners = planned_owner_ids(warehouse) if owner_ids is None else set(owner_ids)
-        report.findings += check_commcare(settings, owner_ids=sorted(owners), on_request=counted)
+        report.findings += check_commcare(settings, owner_ids=sorted(owners), on_request=counted,
+                                          student_workers=planned_student_workers(warehouse))
     report.requests[COMMCARE] = count[0]
     report.seconds[COMMCARE] = time.monotonic() - started
+
+
+STUDENT_OWN = "student_course"  # the case type owned by students' own mobile workers
+
+
+def planned_student_workers(warehouse: Optional[Warehouse]) -> Set[str]:
+    """The mobile workers of students with cases of their own to send (none before a transform)."""
+    if warehouse is None or not warehouse.exists():
+        return set()
+    relation = next(t.relation for t in CASE_TYPES if t.name == STUDENT_OWN)
+    try:
+        con = warehouse.connect(read_only=True)
+    except Exception:  # noqa: BLE001 - busy or not a warehouse yet
+        return set()
+    try:
+        rows = con.execute(f"select distinct owner_id from {relation} where owner_id is not null and close "
+                           "is null").fetchall()
+    except Exception:  # noqa: BLE001 - no case tables yet (no transform has run)
+        return set()
+    finally:
+        con.close()
+    return {str(r[0]) for r in rows if str(r[0]).strip()}
 
 
 def planned_owner_ids(warehouse: Optional[Warehouse]) -> Set[str]:
@@ -90,6 +113,8 @@ def planned_owner_ids(warehouse: Optional[Warehouse]) -> Set[str]:
         if con is not None:
             try:
                 for case_type in CASE_TYPES:
+                    if case_type.name == STUDENT_OWN:
+                        continue  # the students' own workers: planned_student_workers
                     try:
                         rows = con.execute(f"select distinct owner_id from {case_type.relation} "
                                            "where owner_id is not null").fetchall()

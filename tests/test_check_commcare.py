@@ -22,6 +22,8 @@ from .conftest import network_address
 API_KEY = "cc-secret-check-5b1f0e9d7a"  # distinct from the emulator's default, to be found if it leaks
 OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
 KINDS = {"demo-location-science": "location", "demo-group-biology": "group"}
+STUDENT_WORKERS = ("worker-of-student-1", "worker-of-student-2")  # students' own mobile workers
+CASE_TYPES = {"student", "course_enrolment", "course", "student_course"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Tuple[str, str]:
 def hq(certificate: Tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[CommCareEmulator]:
     """A project set up right, served over https; this machine trusts its certificate."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
-    with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS), tls=certificate) as emulator:
+    with CommCareEmulator(owners=set(OWNERS) | set(STUDENT_WORKERS), owner_kinds=dict(KINDS), tls=certificate,
+                          case_types=set(CASE_TYPES)) as emulator:
         emulator.api_key = API_KEY
         yield emulator
 
@@ -53,8 +56,9 @@ def settings(hq: CommCareEmulator, tmp_path: Path, **extra: Any) -> CommCareSett
     return CommCareSettings(**values)
 
 
-def check(hq: CommCareEmulator, tmp_path: Path, owners: Any = tuple(OWNERS), **extra: Any) -> Dict[str, Finding]:
-    findings = check_commcare(settings(hq, tmp_path, **extra), owners)
+def check(hq: CommCareEmulator, tmp_path: Path, owners: Any = tuple(OWNERS), students: Any = STUDENT_WORKERS,
+          **extra: Any) -> Dict[str, Finding]:
+    findings = check_commcare(settings(hq, tmp_path, **extra), owners, student_workers=students)
     assert [f.check for f in findings] == list(CHECKS), "one finding per check, in the documented order"
     assert API_KEY not in json.dumps([f.to_json() for f in findings])
     return {f.check.removeprefix("commcare."): f for f in findings}
@@ -68,7 +72,8 @@ def assert_skipped_after(found: Dict[str, Finding], first: str) -> None:
 # ---------------------------------------------------------------------------------------------- the right setup
 def test_a_project_set_up_right_raises_no_alarm_in_a_handful_of_requests(hq: CommCareEmulator, tmp_path: Path) -> None:
     counted: List[int] = []
-    findings = check_commcare(settings(hq, tmp_path), sorted(OWNERS), on_request=lambda: counted.append(1))
+    findings = check_commcare(settings(hq, tmp_path), sorted(OWNERS), on_request=lambda: counted.append(1),
+                              student_workers=STUDENT_WORKERS)
     assert [(f.check, f.status) for f in findings] == [(c, Status.OK) for c in CHECKS]
     assert all(f.system == "CommCare" and f.detail and not f.fix and not f.loses for f in findings)
     assert isinstance(findings, CommCareFindings)
@@ -104,7 +109,8 @@ def test_plain_http_is_refused_unless_allowed_then_warned(tmp_path: Path) -> Non
     """Plain http carries the key in clear over a network; to this very machine (the tests' emulators, a tunnel)
     it carries it nowhere, and is not warned about."""
     address = network_address()
-    with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS), host="0.0.0.0") as plain_hq:
+    with CommCareEmulator(owners=set(OWNERS) | set(STUDENT_WORKERS), owner_kinds=dict(KINDS), host="0.0.0.0",
+                          case_types=set(CASE_TYPES)) as plain_hq:
         plain_hq.api_key = API_KEY
         over_network = plain_hq.base_url.replace("0.0.0.0", address)
         refused = check(plain_hq, tmp_path, base_url=over_network)
@@ -270,7 +276,34 @@ def test_owner_lists_the_role_may_not_read_are_a_warning(hq: CommCareEmulator, t
     found = check(hq, tmp_path, owners=[owner])
     assert found["owners"].status == Status.WARN and owner in found["owners"].detail
     assert label in found["owners"].fix and permission in found["owners"].capability
-    assert [c for c, f in found.items() if f.status != Status.OK] == ["owners"]
+    # the students' own workers are looked up in the mobile workers' list too
+    unread = ["owners", "student_workers"] if permission == "edit_commcare_users" else ["owners"]
+    assert [c for c, f in found.items() if f.status != Status.OK] == unread
+
+
+def test_students_own_workers_must_be_users_of_their_own(hq: CommCareEmulator, tmp_path: Path) -> None:
+    """A group or a location owning a student's own cases would put that student's grades on every member's phone
+    (livequery syncs every case of a user's owner ids): a stop. A worker not found fails only its student: a warning."""
+    found = check(hq, tmp_path, students=[*STUDENT_WORKERS, "demo-group-biology"])
+    assert found["student_workers"].status == Status.FAIL
+    assert "demo-group-biology (one of the groups)" in found["student_workers"].detail
+    assert "commcare_student_workers.csv" in found["student_workers"].fix
+    found = check(hq, tmp_path, students=[*STUDENT_WORKERS, "worker-nobody"])
+    assert found["student_workers"].status == Status.WARN and "worker-nobody" in found["student_workers"].detail
+    assert "2 of 3" in found["student_workers"].detail
+    found = check(hq, tmp_path, students=())
+    assert found["student_workers"].status == Status.SKIPPED
+
+
+def test_students_own_case_types_are_wanted_only_when_students_have_workers(tmp_path: Path,
+                                                                             certificate: Tuple[str, str],
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+    with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS), tls=certificate) as coaches_only:
+        coaches_only.api_key = API_KEY
+        assert check(coaches_only, tmp_path, students=())["case_types"].status == Status.OK
+        found = check(coaches_only, tmp_path, students=["owner-default"])
+        assert found["case_types"].status == Status.WARN and "'student_course'" in found["case_types"].detail
 
 
 def test_no_owner_ids_is_not_checked(hq: CommCareEmulator, tmp_path: Path) -> None:

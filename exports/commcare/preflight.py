@@ -49,7 +49,7 @@ CHECKS: Dict[str, Tuple[str, str]] = {
                         "Every export stops before sending anything: CommCare gets no update."),
     "commcare.credentials": ("Project, username and API key accepted",
                              "Every export stops before sending anything: CommCare gets no update."),
-    "commcare.case_types": ("Case types " + " and ".join(c.name for c in CASE_TYPES) + " in the project",
+    "commcare.case_types": ("Case types " + ", ".join(c.name for c in CASE_TYPES) + " in the project",
                             "The cases are created, but no application's case list shows them: mobile workers do "
                             "not see them (reports and exports do)."),
     "commcare.importer": ("Bulk case importer allowed (Edit Data, all locations)",
@@ -63,7 +63,11 @@ CHECKS: Dict[str, Tuple[str, str]] = {
     "commcare.owners": ("Case owners exist and may own cases",
                         "Rows owned by them are rejected ('Invalid Owner') and stay pending: those cases never "
                         "reach CommCare."),
+    "commcare.student_workers": ("Students' own mobile workers exist",
+                                 "The students whose worker is missing get none of their own cases (their rows are "
+                                 "rejected 'Invalid Owner' and stay pending); the coach's cases are unaffected."),
 }
+STUDENT_CASE_TYPES = ("course", "student_course")  # sent only for students mapped to a mobile worker of their own
 
 # The v0.5 lists an owner id is looked up in, in this order, with the permission each needs
 # (api/resources: RequirePermissionAuthentication; Access APIs as well, for all of them).
@@ -317,10 +321,11 @@ class _Checker:
                      + ("https." if urlsplit(self.settings.base_url).scheme == "https" else "http on this machine."))
 
     # ------------------------------------------------------------------ 4: case types
-    def case_types(self, any_cases: Optional[bool]) -> None:
+    def case_types(self, any_cases: Optional[bool], students_own: bool = False) -> None:
         """The case types of the project's applications (the Application API, Access APIs only); with no case
-        type at all and no case, the importer refuses every upload ("Your project does not use cases yet")."""
-        wanted = [c.name for c in CASE_TYPES]
+        type at all and no case, the importer refuses every upload ("Your project does not use cases yet").
+        The students' own case types are wanted only when some student has a mobile worker of their own."""
+        wanted = [c.name for c in CASE_TYPES if students_own or c.name not in STUDENT_CASE_TYPES]
         answer = self.http.call("GET", f"/a/{self.project}/api/v0.5/application/")
         body = answer.json()
         look = ("Data > Data Dictionary and Applications > each application's case lists (menus): look for case "
@@ -460,6 +465,57 @@ class _Checker:
             remaining -= set(hits)
         self._owner_finding(wanted, valid, invalid, remaining, refused)
 
+    def student_workers(self, worker_ids: Sequence[str]) -> None:
+        """A student's own cases must be owned by a mobile worker: a case-sharing group or a location would put one
+        student's grades on every phone of its members (casexml livequery syncs all cases of a user's owner ids).
+        A worker that is missing fails only its own student's rows, so that is a warning, not a stop."""
+        wanted = {w for w in worker_ids if w}
+        if not wanted:
+            self.set("commcare.student_workers", Status.SKIPPED, "No student is mapped to a mobile worker of their "
+                     "own (seeds/commcare_student_workers.csv, var commcare_student_worker_field): students' own "
+                     "phones are not in use.")
+            return
+        remaining = set(wanted)
+        kinds: Dict[str, str] = {}
+        refused = ""
+        for resource, what, _, label in OWNER_LISTS:
+            if not remaining:
+                break
+            key = _location_key if resource == "location" else _id_key
+            objects, answer = self.http.pages(resource, self.project, remaining, key)
+            if objects is None:
+                if resource == "user":
+                    refused = self.role(label) if answer.status in (401, 403) else f"the {what} list answered " + (
+                        f"HTTP {answer.status}" if answer.response is not None else answer.problem)
+                    break
+                continue
+            for o in objects:
+                if key(o) in remaining:
+                    kinds[key(o)] = what
+            remaining -= set(kinds)
+        workers = {w for w, k in kinds.items() if k in ("mobile workers", "web users")}
+        wrong = {w: k for w, k in kinds.items() if w not in workers}
+        if wrong:
+            self.set("commcare.student_workers", Status.FAIL, "These ids given to students are not users, and every "
+                     "member would see the student's grades: " + "; ".join(
+                         f"{w} (one of the {k})" for w, k in sorted(wrong.items())[:10]) + ".",
+                     "Give each student their own mobile worker's user id in dbt_project/seeds/"
+                     "commcare_student_workers.csv (or the Moodle profile field) and run the transform again.",
+                     loses="Nothing is sent until it is fixed: a shared owner would show students each other's "
+                           "grades.")
+        elif refused:
+            self.set("commcare.student_workers", Status.WARN, f"The mobile workers could not be listed; "
+                     f"{len(wanted):,} students' workers were not checked.", refused + ".",
+                     capability="edit_commcare_users")
+        elif remaining:
+            self.set("commcare.student_workers", Status.WARN, f"{len(workers):,} of {len(wanted):,} students' mobile "
+                     f"workers exist; not found in {self.project!r}: {_ids(remaining)}.",
+                     "Create the mobile workers (Users > Mobile Workers), or correct the user ids in dbt_project/"
+                     "seeds/commcare_student_workers.csv or the Moodle profile field, and run the transform again.")
+        else:
+            self.set("commcare.student_workers", Status.OK, f"All {len(wanted):,} students' own mobile workers "
+                     "exist.")
+
     def _owner_finding(self, wanted: Set[str], valid: Dict[str, str], invalid: Dict[str, str], remaining: Set[str],
                        refused: List[Tuple[str, str, str]]) -> None:
         parts: List[str] = []
@@ -494,10 +550,13 @@ class _Checker:
 
 
 def check_commcare(settings: CommCareSettings, owner_ids: Iterable[str] = (),
-                   on_request: Optional[Callable[[], None]] = None) -> List[Finding]:
+                   on_request: Optional[Callable[[], None]] = None,
+                   student_workers: Iterable[str] = ()) -> List[Finding]:
     """Every CommCare check against the project these settings name, as Findings in CHECKS order (a
     CommCareFindings, whose `requests` says how many requests were sent); `on_request` is called once per
-    request sent. Changes nothing in CommCare."""
+    request sent. `student_workers` are the owners of students' own cases, checked apart from the coaches'.
+    Changes nothing in CommCare."""
+    student_workers = sorted({str(w) for w in student_workers})
     http = _Http(settings, on_request)
     checker = _Checker(settings, http)
     problem = _settings_problem(settings)
@@ -518,8 +577,9 @@ def check_commcare(settings: CommCareSettings, owner_ids: Iterable[str] = (),
                 why = "Not checked: it needs Edit Data, which the API user's role lacks (see commcare.importer)."
                 checker.set("commcare.import_status", Status.SKIPPED, why)
                 checker.set("commcare.case_api", Status.SKIPPED, why)
-            checker.case_types(any_cases)
+            checker.case_types(any_cases, students_own=bool(student_workers))
             checker.owners(sorted({str(o) for o in owner_ids}))
+            checker.student_workers(student_workers)
         failed = "commcare.credentials" if "commcare.credentials" in checker.results else "commcare.server"
         checker.skip_rest(f"Not checked: CommCare did not accept the connection (see {failed}).")
     findings = CommCareFindings(_scrub(checker.results[c], settings) for c in CHECKS)
