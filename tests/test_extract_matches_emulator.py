@@ -137,13 +137,22 @@ def test_activity_completion_per_student_and_activity(loaded: Warehouse) -> None
 
 
 def test_course_outline_sections_and_modules(loaded: Warehouse) -> None:
+    """As the README's role sees them (get_course_contents): no hidden section (it lacks viewhiddensections), no
+    hidden activity (viewhiddenactivities); stealth and restricted ones with what marks them, the restriction JSON
+    withheld (sent only with viewhiddenactivities or course:update), due dates from each activity's `dates`."""
     s = school(loaded)
-    sections = set(loaded.rows("select id, course_id, section, name from course_sections"))
-    assert sections == {(sid, cid, n, name) for cid, rows in s.sections.items() for sid, n, name in rows}
+    sections = set(loaded.rows("select id, course_id, section, name, uservisible, availabilityinfo from course_sections"))
+    assert sections == {(sid, cid, n, name, True, None) for cid, rows in s.sections.items() for sid, n, name in rows
+                        if sid not in s.hidden_sections}
     modules = set(loaded.rows(
-        "select m.id, m.course_id, s.section, m.modname, m.name from course_modules m "
+        "select m.id, m.course_id, s.section, m.modname, m.name, m.visible, m.visibleoncoursepage, m.uservisible, "
+        "m.availability, m.availabilityinfo is not null, m.due_at from course_modules m "
         "join course_sections s on s.id = m.section_id"))
-    assert modules == {(m.cmid, cid, m.section, m.modname, m.name) for cid, ms in s.modules.items() for m in ms}
+    assert modules == {(m.cmid, cid, m.section, m.modname, m.name, 1, m.visibleoncoursepage, not m.availability, None,
+                        bool(m.availability), s.due_of(m))
+                       for cid, ms in s.modules.items() for m in ms if m.visible}
+    assert any(r[10] for r in modules) and any(r[6] == 0 for r in modules) and any(r[9] for r in modules), \
+        "due dates, a stealth activity and a restricted one loaded"
 
 
 def test_assignments_and_submissions(loaded: Warehouse) -> None:

@@ -22,15 +22,20 @@ _TEACHING = frozenset({
     "gradereport/user:view", "report/progress:view", "report/completion:view", "moodle/course:viewparticipants",
     "moodle/course:viewhiddencourses", "mod/assign:view", "mod/assign:grade", "mod/assign:viewgrades",
     "moodle/role:review", "moodle/course:viewsuspendedusers", "moodle/course:viewhiddenactivities",
+    "moodle/course:ignoreavailabilityrestrictions",  # manager, coursecreator, editingteacher, teacher
 })
+# lib/db/access.php: hidden sections, and editing activities (which shows stealth ones on the course page), are for
+# editing teachers and managers only
+_EDITING = frozenset({"moodle/course:viewhiddensections", "moodle/course:manageactivities",
+                      "moodle/course:activityvisibility"})
 ARCHETYPES: Dict[str, FrozenSet[str]] = {
     "teacher": _TEACHING,
-    "editingteacher": _TEACHING | {"moodle/site:accessallgroups", "moodle/course:enrolreview",
-                                   "moodle/course:useremail", "moodle/course:update"},
-    "manager": _TEACHING | {"moodle/site:accessallgroups", "moodle/course:enrolreview", "moodle/course:useremail",
-                            "moodle/course:update", "moodle/course:view", "moodle/user:viewalldetails",
-                            "moodle/category:viewhiddencategories", "moodle/category:manage",
-                            "moodle/user:update", "moodle/site:viewparticipants"},
+    "editingteacher": _TEACHING | _EDITING | {"moodle/site:accessallgroups", "moodle/course:enrolreview",
+                                              "moodle/course:useremail", "moodle/course:update"},
+    "manager": _TEACHING | _EDITING | {"moodle/site:accessallgroups", "moodle/course:enrolreview",
+                                       "moodle/course:useremail", "moodle/course:update", "moodle/course:view",
+                                       "moodle/user:viewalldetails", "moodle/category:viewhiddencategories",
+                                       "moodle/category:manage", "moodle/user:update", "moodle/site:viewparticipants"},
     "student": frozenset({"moodle/course:viewparticipants", "moodle/user:viewdetails", "mod/assign:view",
                           "gradereport/user:view", "moodle/grade:view"}),
 }

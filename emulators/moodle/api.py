@@ -9,8 +9,10 @@ membership (people.py). Optional fields are left out, not null; errors are `{"ex
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any, Callable, Dict, List, Optional
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .access import TokenUser
 from .people import ENROLLED_USER_KEYS, SEPARATEGROUPS, USER_DESCRIPTION_KEYS, People
@@ -573,31 +575,187 @@ class MoodleAPI:
 
     # ------------------------------------------------------------------ course/externallib.php get_course_contents
     def contents(self, params: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """get_course_contents for the caller: sections and activities as cm_info/section_info compute them for the
+        token's user (lib/modinfolib.php), each activity's dates as its activity_dates class gives them to that user.
+        $CFG->enableavailability is on (Moodle's default, and the captured 4.5 site sent `availability`); the
+        course format's hiddensections is 1, "hidden sections are completely invisible" (the captured site's courses).
+        Not modelled: is_user_access_restricted_by_capability (mod/<modname>:view), which would hide quizzes from the
+        README role, and the options (excludemodules, includestealthmodules, sectionid, cmid...)."""
         course = self._course(params)
         self._validate_context(course)
-        s = self.school
+        s, cid, can = self.school, course.id, self.caller.can
+        can_update = can("moodle/course:update", cid)
+        if not (can_update or course.visible or can("moodle/course:viewhiddencourses", cid)):
+            return []
         out = []
-        for section_id, number, name in s.sections[course.id]:
-            modules = []
-            for m in s.modules[course.id]:
-                if m.section != number:
-                    continue
-                md: Dict[str, Any] = {
-                    "id": m.cmid, "url": f"{self.base_url}/mod/{m.modname}/view.php?id={m.cmid}",
-                    "name": self.fmt.string(m.name), "instance": m.instance, "contextid": 5000 + m.cmid,
-                    "visible": m.visible, "uservisible": True, "visibleoncoursepage": 1,
-                    "modicon": f"{self.base_url}/theme/image.php/boost/{m.modname}/1/monologo",
-                    "modname": m.modname, "modplural": m.modname + "s", "indent": 0, "onclick": "", "afterlink": None,
-                    "customdata": "\"\"", "noviewlink": False, "completion": m.completion, "downloadcontent": 1,
-                    "dates": [],
-                }
-                if self.caller.can("moodle/course:viewhiddenactivities", course.id):
-                    md["availability"] = None
-                modules.append(md)
-            out.append({"id": section_id, "name": self.fmt.string(name), "visible": 1, "summary": "",
-                        "summaryformat": 1, "section": number, "hiddenbynumsections": 0, "uservisible": True,
-                        "modules": modules})
+        for section_id, number, name in sorted(s.sections[course.id], key=lambda row: row[1]):
+            visible = 0 if section_id in s.hidden_sections else 1
+            # section_info::get_available(): the section's own conditions, for the caller
+            available, info = self._available(s.section_availability.get(section_id), bool(visible), cid)
+            # section_info::get_uservisible()
+            uservisible = not ((not visible and not can("moodle/course:viewhiddensections", cid))
+                               or (not available and not can("moodle/course:ignoreavailabilityrestrictions", cid)))
+            section: Dict[str, Any] = {"id": section_id, "name": self.fmt.string(name), "visible": visible, "summary": "",
+                                       "summaryformat": 1, "section": number, "hiddenbynumsections": 0,
+                                       "uservisible": uservisible}
+            if info:
+                section["availabilityinfo"] = info
+            section["modules"] = [md for m in s.modules[course.id] if m.section == number
+                                  for md in [self._content_module(course, m, available)] if md is not None]
+            # core_courseformat\base::is_section_visible(): shown if the caller may enter it, or it is visible but
+            # restricted with a reason to show; hidden sections stay invisible (hiddensections = 1)
+            if not (uservisible or (visible and not available and info)):
+                continue
+            if not uservisible:  # "Remove section and modules information if the section is not visible for the user"
+                section["modules"] = []
+            out.append(section)
         return out
+
+    def _available(self, availability: Optional[str], visible: bool, cid: int) -> Tuple[bool, str]:
+        r"""core_availability\info::is_available() for the caller: (available, the text shown when it is not).
+
+        Conditions are checked for the caller (an "&" tree needs all, a "|" tree one): a date against the site's clock
+        (availability_date), a completion condition holds only for a student who completed the activity
+        (availability_completion). The text (tree::get_full_information_recursive) is for a visible item only, from
+        the failed conditions shown to whom they keep out ("showc"): one alone in its standalone wording, several as
+        "Not available unless:" and a list (the availability renderer's multiple_messages, its markup simplified).
+        Dates use strftimedate at midnight, else strftimedatetime, in the caller's time zone (UTC here);
+        info::format_info puts the activity's name for <AVAILABILITY_CMNAME_n/>."""
+        if availability is None:
+            return True, ""
+        tree = json.loads(availability)
+        s = self.school
+        shows = tree.get("showc") or [tree.get("show", True)] * len(tree["c"])
+        results, texts = [], []
+        for condition, show in zip(tree["c"], shows, strict=True):
+            if condition["type"] == "date":
+                t, since = condition["t"], condition["d"] == ">="
+                ok = s.clock >= t if since else s.clock < t
+                when = datetime.fromtimestamp(t if since or t % DAY else t - DAY, timezone.utc)
+                midnight = t % DAY == 0  # usergetmidnight($time) == $time; "until end of" the day before
+                stamp = f"{when.day} {when:%B %Y}" + ("" if midnight else f", {int(when.strftime('%I'))}:{when:%M %p}")
+                wording = {(True, False): ("Available from", "It is after"),
+                           (True, True): ("Available from", "It is on or after"),
+                           (False, False): ("Available until", "It is before"),
+                           (False, True): ("Available until end of", "It is before end of")}[(since, midnight)]
+                standalone, description = (f"{w} <strong>{stamp}</strong>" for w in wording)  # lang/en strings
+            else:  # completion; e 1: complete (COMPLETION_COMPLETE or _PASS), 0: not complete
+                target = next(m for m in s.modules[cid] if m.cmid == condition["cm"])
+                e = s.enrolments[cid].get(self.caller.user_id)
+                done = bool(e and e.role == "student" and s.completion(target, self.caller.user_id)[0] in (1, 2))
+                ok = done if condition.get("e", 1) == 1 else not done
+                description = (f"The activity <strong>{self.fmt.string(target.name)}</strong> is marked "
+                               f"{'complete' if condition.get('e', 1) == 1 else 'incomplete'}")
+                # condition::get_standalone_description(): list_root_and ("Not available unless:") and the description
+                standalone = f"Not available unless: {description}"
+            results.append(ok)
+            if not ok and show:
+                texts.append((standalone, description))
+        if (all(results) if tree.get("op", "&") == "&" else any(results)):
+            return True, ""
+        if not visible or not texts:
+            return False, ""
+        if len(texts) == 1:
+            return False, texts[0][0]
+        return False, "Not available unless:<ul>" + "".join(f"<li>{d}</li>" for _, d in texts) + "</ul>"
+
+    def _content_module(self, course: Course, m: Any, section_available: bool) -> Optional[Dict[str, Any]]:
+        """One activity of get_course_contents, or None where the caller may neither use it nor see it listed."""
+        cid, can = course.id, self.caller.can
+        # cm_info::obtain_dynamic_data(): its own conditions, then the parent section's
+        available, info = self._available(m.availability, bool(m.visible), cid)
+        available = available and section_available
+        # cm_info::update_user_visible()
+        uservisible = not ((not m.visible and not can("moodle/course:viewhiddenactivities", cid))
+                           or (not available and not can("moodle/course:ignoreavailabilityrestrictions", cid)))
+        oncoursepage = uservisible and bool(m.visibleoncoursepage or any(can(c, cid) for c in (
+            "moodle/course:manageactivities", "moodle/course:activityvisibility", "moodle/course:viewhiddenactivities")))
+        if not uservisible and m.visibleoncoursepage and info:
+            oncoursepage = True  # listed greyed out, with the reason
+        if not uservisible and not oncoursepage:
+            return None  # "Stop here if the module is not visible to the user on the course main page"
+        md: Dict[str, Any] = {
+            "id": m.cmid, "url": f"{self.base_url}/mod/{m.modname}/view.php?id={m.cmid}",
+            "name": self.fmt.string(m.name), "instance": m.instance, "contextid": 5000 + m.cmid,
+            "visible": m.visible, "uservisible": uservisible}
+        if info:
+            md["availabilityinfo"] = info
+        md.update({
+            "visibleoncoursepage": m.visibleoncoursepage,
+            "modicon": f"{self.base_url}/theme/image.php/boost/{m.modname}/1/monologo",
+            "modname": m.modname, "modplural": m.modname + "s"})
+        # "Availability date (also send to user who can see hidden module)"
+        if can("moodle/course:viewhiddenactivities", cid) or can("moodle/course:update", cid):
+            md["availability"] = m.availability
+        md.update({"indent": 0, "onclick": "", "afterlink": None, "customdata": self._customdata(m),
+                   "noviewlink": False, "completion": m.completion, "downloadcontent": 1,
+                   "dates": self._activity_dates(course, m)})
+        return md
+
+    def _assignment_of(self, m: Any) -> Optional[Assignment]:
+        return next((a for a in self.school.assignments[m.course_id] if a.cmid == m.cmid), None)
+
+    def _caller_dates(self, m: Any) -> Dict[str, Any]:
+        """cm->customdata after the module's cm_info_dynamic for the caller: mod/assign/lib.php
+        assign_get_coursemodule_info (duedate, cutoffdate, allowsubmissionsfromdate when set) with the caller's user
+        or group override (mod_assign_cm_info_dynamic); mod/quiz/lib.php quiz_get_coursemodule_info (timeopen,
+        timeclose). Values read from the database are strings; the captured 4.5 site sent duedate as a number."""
+        if m.modname == "assign":
+            a = self._assignment_of(m)
+            if a is None:
+                return {}
+            out: Dict[str, Any] = {}
+            due = self.school.override_due_date(a, self.caller.user_id)
+            if due:
+                out["duedate"] = due
+            if a.cutoffdate:
+                out["cutoffdate"] = str(a.cutoffdate)
+            if a.allowsubmissionsfromdate:
+                out["allowsubmissionsfromdate"] = str(a.allowsubmissionsfromdate)
+            return out
+        if m.modname == "quiz":
+            return {k: str(v) for k, v in (("timeopen", m.timeopen), ("timeclose", m.timeclose)) if v}
+        return {}
+
+    def _customdata(self, m: Any) -> str:
+        """json_encode($cm->customdata): the completion rules first when completion is automatic, then the dates."""
+        data: Dict[str, Any] = {}
+        if m.completion == 2 and m.modname == "assign":
+            data["customcompletionrules"] = {"completionsubmit": "1"}
+        elif m.completion == 2 and m.modname == "quiz":
+            data["customcompletionrules"] = {"completionpassorattemptsexhausted": [], "completionminattempts": "0"}
+        data.update(self._caller_dates(m))
+        return json.dumps(data, separators=(",", ":")) if data else '""'
+
+    def _activity_dates(self, course: Course, m: Any) -> List[Dict[str, Any]]:
+        r"""\core\activity_dates::get_dates_for_module($cm, $USER->id): the caller's own dates. mod/assign/classes/
+        dates.php: "Opens:"/"Opened:" (allowsubmissionsfromdate), "Due:" (duedate), the activity group's override for
+        a caller who can view grades; mod/quiz/classes/dates.php: "Opens:"/"Opened:" (timeopen), "Closes:"/"Closed:"
+        (timeclose). Other modules have no dates class: []."""
+        now, dates = self.school.clock, self._caller_dates(m)
+        if m.modname == "assign":
+            opens, due = int(dates.get("allowsubmissionsfromdate", 0)), int(dates.get("duedate", 0))
+            a = self._assignment_of(m)
+            group = self.people.active_group(course.id) if course.groupmode else 0  # groups_get_activity_group
+            if a is not None and group and self._can_view_grades(course.id):
+                due = self.school.group_overrides.get((a.id, group), due)
+            out = []
+            if opens:
+                out.append({"label": "Opens:" if opens > now else "Opened:", "timestamp": opens,
+                            "dataid": "allowsubmissionsfromdate"})
+            if due:
+                out.append({"label": "Due:", "timestamp": due, "dataid": "duedate"})
+            return out
+        if m.modname == "quiz":
+            out = []
+            if m.timeopen:
+                out.append({"label": "Opens:" if m.timeopen > now else "Opened:", "timestamp": m.timeopen,
+                            "dataid": "timeopen"})
+            if m.timeclose:
+                out.append({"label": "Closes:" if m.timeclose > now else "Closed:", "timestamp": m.timeclose,
+                            "dataid": "timeclose"})
+            return out
+        return []
 
     # ------------------------------------------------------------------ mod/assign/externallib.php
     def assignments(self, params: Dict[str, Any]) -> Dict[str, Any]:

@@ -8,6 +8,7 @@ a hash on demand (a district has half a million of them) and only changes made b
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import threading
 from dataclasses import dataclass, field
@@ -163,6 +164,8 @@ class Group:
 
 @dataclass
 class Module:
+    """A course_modules row with what get_course_contents reads of it (lib/modinfolib.php cm_info::__construct)."""
+
     cmid: int
     course_id: int
     section: int
@@ -170,7 +173,11 @@ class Module:
     instance: int
     name: str
     completion: int  # 0 none, 1 manual, 2 automatic
-    visible: int = 1
+    visible: int = 1  # the eye icon; 0 too when its section was hidden (course/lib.php course_update_section)
+    visibleoncoursepage: int = 1  # 0: a stealth activity, available by its link but not listed ($CFG->allowstealth)
+    availability: Optional[str] = None  # "Restrict access" as Moodle stores it: JSON text, NULL when none
+    timeopen: int = 0  # quiz: opens / closes (mod/quiz/lib.php quiz_get_coursemodule_info puts them in customdata)
+    timeclose: int = 0
 
 
 @dataclass
@@ -220,6 +227,10 @@ class School:
         self.grade_items: Dict[int, List[GradeItem]] = {}  # in gradebook order: a category total after its items
         self.assignments: Dict[int, List[Assignment]] = {}
         self.sections: Dict[int, List[Tuple[int, int, str]]] = {}  # course -> (section id, number, name)
+        self.hidden_sections: Set[int] = set()  # section ids with course_sections.visible = 0
+        self.section_availability: Dict[int, str] = {}  # section id -> course_sections.availability (JSON text)
+        # activities students could not have worked in (hidden from them, or not open yet): no grade is derived
+        self.closed_cmids: Set[int] = set()
         self.extensions: Dict[Tuple[int, int], int] = {}  # (assignment, user) -> extensionduedate (assign_user_flags)
         self.user_overrides: Dict[Tuple[int, int], int] = {}  # (assignment, user) -> duedate (assign_overrides)
         self.group_overrides: Dict[Tuple[int, int], int] = {}  # (assignment, group) -> duedate
@@ -258,6 +269,8 @@ class School:
             return self._total(item, user_id)
         if (item.id, user_id) in self.grade_overrides:
             return self.grade_overrides[(item.id, user_id)]
+        if item.cmid is not None and item.cmid in self.closed_cmids:
+            return None, None
         e = self.enrolments[item.course_id].get(user_id)
         h = self._h("g", item.id, user_id)
         if e is None or e.seeded_access == 0 or h % 5 == 0:
@@ -346,6 +359,40 @@ class School:
     def due_date_of(self, assignment: Assignment, user_id: int) -> int:
         """The student's own due date: their override, pushed later by an extension (assign_user_flags)."""
         return max(self.override_due_date(assignment, user_id), self.extensions.get((assignment.id, user_id), 0))
+
+    # ------------------------------------------------------------------ what a student's phone may show offline
+    def offline_hidden_cmids(self, course_id: int) -> Set[int]:
+        """Activities a student's phone must not show: hidden (visible 0), stealth (not on the course page),
+        restricted (any "Restrict access" condition, whoever it would let in), or in a hidden or restricted section.
+        Read from the school's own data, not from what the web services answer: the oracle of end-to-end tests."""
+        closed = {sid for sid, _, _ in self.sections[course_id]
+                  if sid in self.hidden_sections or sid in self.section_availability}
+        numbers = {number: sid for sid, number, _ in self.sections[course_id]}
+        return {m.cmid for m in self.modules[course_id]
+                if not m.visible or not m.visibleoncoursepage or m.availability or numbers.get(m.section) in closed}
+
+    def due_of(self, module: Module) -> Optional[int]:
+        """The activity's own due date (no student's override): an assignment's duedate, a quiz's timeclose."""
+        if module.modname == "assign":
+            a = next((a for a in self.assignments[module.course_id] if a.cmid == module.cmid), None)
+            return (a.duedate or None) if a else None
+        if module.modname == "quiz":
+            return module.timeclose or None
+        return None
+
+    def outline(self, course_id: int) -> List[Tuple[int, str, List[Tuple[int, str, str, Optional[int]]]]]:
+        """The course outline a student's phone shows: (section number, section name, [(cmid, name, modname, due
+        timestamp or None)]) in Moodle's order (sections by number, activities in their section's sequence), without
+        hidden or restricted sections and without offline_hidden_cmids. Names as the school holds them (before
+        format_string: multilang spans and bare '&' included)."""
+        hidden = self.offline_hidden_cmids(course_id)
+        out = []
+        for sid, number, name in sorted(self.sections[course_id], key=lambda row: row[1]):
+            if sid in self.hidden_sections or sid in self.section_availability:
+                continue
+            out.append((number, name, [(m.cmid, m.name, m.modname, self.due_of(m)) for m in self.modules[course_id]
+                                       if m.section == number and m.cmid not in hidden]))
+        return out
 
     # ------------------------------------------------------------------ changes made by tests and benchmarks
     def record_access(self, user_id: int, course_id: Optional[int] = None, at: Optional[int] = None) -> int:
@@ -806,6 +853,9 @@ class School:
             modules.append(Module(cmid=cmid, course_id=cid, section=1 + n % max(1, spec.sections - 1),
                                   modname=modname, instance=instance, name=name,
                                   completion=0 if modname == "url" else (2 if modname in ("assign", "quiz") else 1)))
+            if edge and modname == "quiz":  # a closing date on every quiz, an opening date on every other one
+                modules[-1].timeclose = course.startdate + (n + 1) * 10 * DAY
+                modules[-1].timeopen = course.startdate + n * 10 * DAY if n % 2 else 0
             if modname in ("assign", "quiz"):
                 grademax = 100.0 if modname == "assign" else 10.0 * (1 + n % 3)
                 items.append(GradeItem(id=cid * 1000 + n + 1, course_id=cid, itemname=name, itemtype="mod",
@@ -836,9 +886,59 @@ class School:
                                    itemmodule=None, iteminstance=0, cmid=None, grademax=10.0, hidden=True))
         if cid % 11 == 10:  # nothing graded: only the course total, which every Moodle course has
             items = []
+        if edge:
+            self._generate_closed_activities(course, modules, items, len(kinds))
         items.append(GradeItem(id=cid * 1000, course_id=cid, itemname=None, itemtype="course", itemmodule=None,
                                iteminstance=cid, cmid=None))
         self.modules[cid], self.grade_items[cid], self.assignments[cid] = modules, items, assignments
+
+    def _generate_closed_activities(self, course: Course, modules: List[Module], items: List[GradeItem], n: int) -> None:
+        """Activities a student's phone must not show, after the course's other activities (their ids, names, grades
+        and completion stay as they were): a hidden quiz (a page where nothing is graded), a stealth page, a quiz
+        restricted until a date, a page restricted until an activity is complete, a hidden section holding a
+        handout. None tracks completion; the quizzes keep a grade item as Moodle does (hidden with the activity:
+        set_coursemodule_visible, course/lib.php) and hold no grade, no student having been able to attempt them.
+        Which courses get which: see the conditions below (k = course id - 2)."""
+        spec, cid, k = self.spec, course.id, course.id - 2
+        section = 1 if spec.sections > 1 else 0
+        graded = bool(items)  # a course where nothing is graded (cid % 11 == 10) gets pages instead of quizzes
+
+        def add(modname: str, label: str, **fields: Any) -> Module:
+            nonlocal n
+            m = Module(cmid=cid * 1000 + n + 1, course_id=cid, section=fields.pop("section", section), modname=modname,
+                       instance=cid * 100 + n + 1, name=f"{MODULE_NAMES[modname]} {n + 1} ({label})", completion=0,
+                       **fields)
+            if modname == "quiz":  # ids after the course's other items: the gradebook lists them last
+                later = sum(1 for i in items if i.id >= cid * 1000 + 970)
+                items.append(GradeItem(id=cid * 1000 + 970 + later, course_id=cid, itemname=m.name, itemtype="mod",
+                                       itemmodule="quiz", iteminstance=m.instance, cmid=m.cmid, grademax=10.0,
+                                       hidden=not m.visible))
+                self.closed_cmids.add(m.cmid)
+            modules.append(m)
+            n += 1
+            return m
+
+        if k % 3 == 0:  # hidden with the eye icon: only those with moodle/course:viewhiddenactivities see it
+            add("quiz" if graded else "page", "draft", visible=0)
+        if k % 3 == 1:  # stealth: available to whoever has the link, not listed on the course page
+            add("page", "direct link", visibleoncoursepage=0)
+        if k % 4 == 0:  # restricted until a date two weeks ahead, shown greyed out with the date ("showc" true)
+            opens = spec.now + 14 * DAY
+            add("quiz" if graded else "page", "end of term", timeopen=opens if graded else 0,
+                timeclose=opens + 7 * DAY if graded else 0,
+                availability=json.dumps({"op": "&", "c": [{"type": "date", "d": ">=", "t": opens}], "showc": [True]},
+                                        separators=(",", ":")))
+            self.closed_cmids.add(modules[-1].cmid)
+        first = next((m for m in modules if m.completion), None)
+        if k % 4 == 2 and first is not None:  # restricted until another activity is complete
+            add("page", "after the first activity", availability=json.dumps(
+                {"op": "&", "c": [{"type": "completion", "cm": first.cmid, "e": 1}], "showc": [True]},
+                separators=(",", ":")))
+        if k % 5 == 0:  # a hidden section after the others: hiding it hid its activities too (visibleold kept 1)
+            number = spec.sections
+            self.sections[cid].append((cid * 100 + number, number, f"Week {number} (teacher notes)"))
+            self.hidden_sections.add(cid * 100 + number)
+            add("resource", "answers", section=number, visible=0)
 
     def _generate_due_date_changes(self) -> None:
         """Extensions for some students, user overrides for others, a later date for cohort B of group courses."""

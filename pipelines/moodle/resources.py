@@ -183,9 +183,21 @@ def activity_completion(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
             yield _to("activity_completion", rows)
 
 
+# the `dates` entry (core\activity_dates, for the token's user) that is an activity's deadline: an assignment's
+# due date (mod/assign/classes/dates.php), a quiz's closing time (mod/quiz/classes/dates.php)
+DUE_DATA_IDS = ("duedate", "timeclose")
+
+
+def _due_at(module: Dict[str, Any]) -> Any:
+    return next((d.get("timestamp") for d in module.get("dates") or [] if d.get("dataid") in DUE_DATA_IDS), None)
+
+
 @dlt.resource(name="course_contents", section=SECTION)
 def course_contents(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
-    """Sections to `course_sections`, activities to `course_modules`: the outline a phone shows offline."""
+    """Sections to `course_sections`, activities to `course_modules`: the outline a phone shows offline, as the
+    token's user sees it. What keeps an activity off a student's phone travels with it: `visible` (hidden),
+    `visibleoncoursepage` (stealth), `availability` (the restriction JSON, sent only to a user who may see hidden
+    activities or edit the course), `availabilityinfo` (why the token's user may not enter it), `uservisible`."""
     run.require("course_sections")
     yield from _tables("course_sections", "course_modules")
     for course, sections in client.fan_out(run.changed_courses(), lambda c: webservice.course_contents(client, c["id"])):
@@ -194,13 +206,16 @@ def course_contents(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
             section_rows.append(_stamped({
                 "id": section["id"], "course_id": course["id"], "section": section.get("section"),
                 "name": section.get("name"), "visible": section.get("visible"), "summary": section.get("summary"),
-                "module_count": len(section.get("modules") or []),
+                "module_count": len(section.get("modules") or []), "uservisible": section.get("uservisible"),
+                "availabilityinfo": section.get("availabilityinfo"),
             }, run))
             for position, m in enumerate(section.get("modules") or []):
                 modules.append(_stamped({
                     "id": m["id"], "course_id": course["id"], "section_id": section["id"], "position": position,
                     **{k: m.get(k) for k in ("instance", "modname", "name", "url", "visible", "uservisible",
+                                             "visibleoncoursepage", "availability", "availabilityinfo",
                                              "completion", "description")},
+                    "due_at": _due_at(m),
                 }, run))
         if section_rows:
             yield _to("course_sections", section_rows)

@@ -38,9 +38,14 @@ TABLES: Dict[str, Dict[str, str]] = {
     "course_engagement": dict(user_id=I, course_id=I, progress=D, completed=B, lastaccess=I, completionusertracked=B),
     "activity_completion": dict(user_id=I, course_id=I, cmid=I, modname=T, instance=I, state=I, timecompleted=I,
                                 tracking=I, overrideby=I, hascompletion=B, isautomatic=B, uservisible=B),
-    "course_sections": dict(id=I, course_id=I, section=I, name=T, visible=I, summary=T, module_count=I),
+    # uservisible / availabilityinfo: for the token's user (a restricted section is listed with the reason)
+    "course_sections": dict(id=I, course_id=I, section=I, name=T, visible=I, summary=T, module_count=I,
+                            uservisible=B, availabilityinfo=T),
+    # visibleoncoursepage 0: stealth; availability: the restriction JSON as Moodle sends it (NULL when none, or when
+    # the token's user may not see it); due_at: the `dates` entry duedate / timeclose
     "course_modules": dict(id=I, course_id=I, section_id=I, position=I, instance=I, modname=T, name=T, url=T,
-                           visible=I, uservisible=B, completion=I, description=T),
+                           visible=I, uservisible=B, visibleoncoursepage=I, availability=T, availabilityinfo=T,
+                           completion=I, description=T, due_at=I),
     "assignments": dict(id=I, course_id=I, cmid=I, name=T, duedate=I, cutoffdate=I, allowsubmissionsfromdate=I,
                         gradingduedate=I, timemodified=I, nosubmissions=I, teamsubmission=I,
                         preventsubmissionnotingroup=I),
