@@ -11,8 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Optional
 
-# Granted to every logged-in user by the "Authenticated user" role (lib/db/access.php archetype 'user').
-AUTHENTICATED = frozenset({"moodle/category:viewcourselist", "webservice/rest:use"})
+# Granted to every logged-in user by the "Authenticated user" role (lib/db/access.php archetype 'user'), including
+# the view capability of the resource modules whose db/access.php gives it to archetype 'user' (mod/page, mod/url,
+# mod/resource, mod/folder, mod/label: 'guest' and 'user'); quizzes and assignments give theirs to course roles only.
+AUTHENTICATED = frozenset({"moodle/category:viewcourselist", "webservice/rest:use", "mod/page:view", "mod/url:view",
+                           "mod/resource:view", "mod/folder:view", "mod/label:view"})
+# cm_info::is_user_access_restricted_by_capability() (lib/modinfolib.php) checks 'mod/<modname>:view' where the module
+# defines it (get_capability_info); mod_forum defines none (its readers need mod/forum:viewdiscussion inside).
+VIEW_CAPABILITY = {m: f"mod/{m}:view" for m in ("assign", "quiz", "page", "url", "resource", "folder", "label")}
 
 # Default capabilities per archetype (lib/db/access.php and the plugins' db/access.php), for those the
 # connector's functions check. Non-editing teachers lack accessallgroups, enrolreview and course:useremail.
@@ -20,7 +26,7 @@ _TEACHING = frozenset({
     "moodle/course:viewhiddenuserfields", "moodle/site:viewuseridentity", "moodle/site:viewfullnames",
     "moodle/user:viewdetails", "moodle/user:viewhiddendetails", "moodle/grade:viewall", "moodle/grade:viewhidden",
     "gradereport/user:view", "report/progress:view", "report/completion:view", "moodle/course:viewparticipants",
-    "moodle/course:viewhiddencourses", "mod/assign:view", "mod/assign:grade", "mod/assign:viewgrades",
+    "moodle/course:viewhiddencourses", "mod/assign:view", "mod/assign:grade", "mod/assign:viewgrades", "mod/quiz:view",
     "moodle/role:review", "moodle/course:viewsuspendedusers", "moodle/course:viewhiddenactivities",
     "moodle/course:ignoreavailabilityrestrictions",  # manager, coursecreator, editingteacher, teacher
 })
@@ -36,7 +42,7 @@ ARCHETYPES: Dict[str, FrozenSet[str]] = {
                                        "moodle/course:useremail", "moodle/course:update", "moodle/course:view",
                                        "moodle/user:viewalldetails", "moodle/category:viewhiddencategories",
                                        "moodle/category:manage", "moodle/user:update", "moodle/site:viewparticipants"},
-    "student": frozenset({"moodle/course:viewparticipants", "moodle/user:viewdetails", "mod/assign:view",
+    "student": frozenset({"moodle/course:viewparticipants", "moodle/user:viewdetails", "mod/assign:view", "mod/quiz:view",
                           "gradereport/user:view", "moodle/grade:view"}),
 }
 
@@ -49,7 +55,7 @@ README_ROLE = frozenset({
     "moodle/user:viewhiddendetails", "moodle/user:viewalldetails", "moodle/site:viewuseridentity",
     "moodle/site:viewfullnames", "moodle/course:viewsuspendedusers",
     "moodle/grade:viewall", "gradereport/user:view", "report/progress:view", "report/completion:view",
-    "mod/assign:view", "mod/assign:grade",
+    "mod/assign:view", "mod/assign:grade", "mod/quiz:view",
 })
 
 # What ../shared/moodle-real-4.5's `wsintegration` held: the capabilities lib/db/services.php declares for

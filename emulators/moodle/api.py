@@ -14,7 +14,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .access import TokenUser
+from .access import VIEW_CAPABILITY, TokenUser
 from .people import ENROLLED_USER_KEYS, SEPARATEGROUPS, USER_DESCRIPTION_KEYS, People
 from .school import DAY, Assignment, Course, School
 from .site import CallSettings, Formatter, SiteConfig
@@ -579,8 +579,7 @@ class MoodleAPI:
         token's user (lib/modinfolib.php), each activity's dates as its activity_dates class gives them to that user.
         $CFG->enableavailability is on (Moodle's default, and the captured 4.5 site sent `availability`); the
         course format's hiddensections is 1, "hidden sections are completely invisible" (the captured site's courses).
-        Not modelled: is_user_access_restricted_by_capability (mod/<modname>:view), which would hide quizzes from the
-        README role, and the options (excludemodules, includestealthmodules, sectionid, cmid...)."""
+        Not modelled: the options (excludemodules, includestealthmodules, sectionid, cmid...)."""
         course = self._course(params)
         self._validate_context(course)
         s, cid, can = self.school, course.id, self.caller.can
@@ -672,6 +671,11 @@ class MoodleAPI:
             "moodle/course:manageactivities", "moodle/course:activityvisibility", "moodle/course:viewhiddenactivities")))
         if not uservisible and m.visibleoncoursepage and info:
             oncoursepage = True  # listed greyed out, with the reason
+        view = VIEW_CAPABILITY.get(m.modname)
+        if view and not can(view, cid):
+            # cm_info::update_user_visible(): is_user_access_restricted_by_capability() sets uservisible false and
+            # clears availableinfo ("Ensure activity is completely hidden from the user"): not listed at all
+            return None
         if not uservisible and not oncoursepage:
             return None  # "Stop here if the module is not visible to the user on the course main page"
         md: Dict[str, Any] = {

@@ -74,7 +74,7 @@ ROLE_CAPABILITIES = (
     "moodle/course:viewhiddenuserfields", "moodle/user:viewdetails", "moodle/user:viewhiddendetails",
     "moodle/user:viewalldetails", "moodle/site:viewuseridentity", "moodle/site:viewfullnames",
     "moodle/course:viewsuspendedusers", "moodle/grade:viewall", "gradereport/user:view", "report/progress:view",
-    "report/completion:view", "mod/assign:view", "mod/assign:grade",
+    "report/completion:view", "mod/assign:view", "mod/assign:grade", "mod/quiz:view",
 )
 
 # What each function answers at the top level, and the keys that hold its lists. A real Moodle checks every
