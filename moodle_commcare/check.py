@@ -50,9 +50,10 @@ def check_moodle_end(report: CheckReport, **moodle_options: Any) -> None:
 
 
 def check_commcare_end(report: CheckReport, warehouse: Optional[Warehouse] = None,
-                       owner_ids: Optional[Iterable[str]] = None, **commcare_options: Any) -> None:
-    """The CommCare checks against the configured project, with these owners, else those the warehouse's case tables
-    and the owner map would send to."""
+                       owner_ids: Optional[Iterable[str]] = None, student_workers: Optional[Iterable[str]] = None,
+                       **commcare_options: Any) -> None:
+    """The CommCare checks against the configured project, with these owners (and students' own workers), else those
+    the warehouse's case tables and the owner map would send to."""
     from exports.commcare.config import CommCareConfigError, CommCareSettings
     from exports.commcare.preflight import check_commcare
 
@@ -72,7 +73,8 @@ def check_commcare_end(report: CheckReport, warehouse: Optional[Warehouse] = Non
     else:
         owners = planned_owner_ids(warehouse) if owner_ids is None else set(owner_ids)
         report.findings += check_commcare(settings, owner_ids=sorted(owners), on_request=counted,
-                                          student_workers=planned_student_workers(warehouse))
+                                          student_workers=planned_student_workers(warehouse)
+                                          if student_workers is None else set(student_workers))
     report.requests[COMMCARE] = count[0]
     report.seconds[COMMCARE] = time.monotonic() - started
 

@@ -465,27 +465,38 @@ def demo(
         wh = Warehouse.of(warehouse)
         held.enter_context(wh.run_lock("demo"))
     with held, MoodleEmulator(spec=spec) as moodle, CommCareEmulator(owners=demo_settings.OWNERS) as hq:
+        # three students have a CommCare app of their own: their courses and grades go to their phones too
+        phones = demo_settings.student_phones(moodle.school)
+        hq.owners |= set(phones.values())
+        dbt_vars = demo_settings.dbt_vars(commcare_student_workers=[
+            {"moodle_username": moodle.school.users[uid].username, "commcare_user_id": worker}
+            for uid, worker in phones.items()])
         moodle_settings: Dict[str, Any] = dict(base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
         commcare_settings: Dict[str, Any] = dict(base_url=hq.base_url, project=hq.domain, username=hq.username,
                                                  api_key=hq.api_key, allow_insecure_http=True)
         console.rule("0. Check: is each end set up as the connector needs?")
-        _check_both(wh, moodle_settings, commcare_settings, owner_ids=demo_settings.OWNERS)
+        _check_both(wh, moodle_settings, commcare_settings, owner_ids=demo_settings.OWNERS,
+                    student_workers=set(phones.values()))
         console.rule("1. Extract: Moodle emulator → DuckDB")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
         _extract(wh, skip_check=True, **moodle_settings)
         console.rule("2. Transform: dbt → CommCare case tables")
-        _transform(wh, demo_settings.dbt_vars(), quiet=True)
+        _transform(wh, dbt_vars, quiet=True)
         console.rule("3. Export: changed cases → CommCare emulator's bulk case import")
         console.print(f"CommCare emulator (project {hq.domain}) at {hq.base_url}")
         _forget_commcare(wh)  # this CommCare emulator starts empty: so do the ledger and the job journal
         _export(wh, upload=True, dry_run=False, full=False, skip_check=True, poll_interval=0.2, **commcare_settings)
+        uid, worker = next(iter(phones.items()))
+        from .report import print_phone
+        print_phone(console, hq.phone_cases(worker), f"What student {uid}'s own phone holds offline (mobile worker "
+                    f"{worker}; the CommCare emulator's restore rules)")
         console.rule("4. A teacher grades in Moodle: the event updates the case (serve-webhooks)")
         with failing_as("Demo failed"):
-            _demo_event(wh, moodle, hq, moodle_settings, {**commcare_settings, "poll_interval": 0.2})
+            _demo_event(wh, moodle, hq, moodle_settings, {**commcare_settings, "poll_interval": 0.2}, dbt_vars)
 
 
 def _demo_event(warehouse: Warehouse, moodle: Any, hq: Any, moodle_settings: Dict[str, Any],
-                commcare_settings: Dict[str, Any]) -> None:
+                commcare_settings: Dict[str, Any], dbt_vars: Dict[str, Any]) -> None:
     """The receiver in this process, the emulator posting as local_webhooks does: one grade, one event, one batch."""
     import secrets
     import socket
@@ -496,7 +507,6 @@ def _demo_event(warehouse: Warehouse, moodle: Any, hq: Any, moodle_settings: Dic
 
     from emulators.moodle.webhooks import WebhookService
 
-    from . import demo as demo_settings
     from .webhook_batcher import MicroBatcher
     from .webhook_events import KINDS, is_relevant
     from .webhook_server import make_app, uvicorn_config
@@ -536,7 +546,7 @@ def _demo_event(warehouse: Warehouse, moodle: Any, hq: Any, moodle_settings: Dic
         names = ", ".join(sorted({d.eventname for d in sender.deliveries}))
         console.print(f"Moodle sent {len(sender.deliveries)} event(s) ({names}); the receiver stored "
                       f"{store.counts().get('pending', 0)}.")
-        batch = MicroBatcher(warehouse, store, window=0, dbt_vars=demo_settings.dbt_vars(), moodle_options=moodle_settings,
+        batch = MicroBatcher(warehouse, store, window=0, dbt_vars=dbt_vars, moodle_options=moodle_settings,
                              commcare_options=commcare_settings).run_once()
         table = Table(title=f"Case {case_id} in CommCare", title_justify="left")
         for column in ("", "grade_summary"):
@@ -554,14 +564,15 @@ def _demo_event(warehouse: Warehouse, moodle: Any, hq: Any, moodle_settings: Dic
 
 
 def _check_both(warehouse: Warehouse, moodle_settings: Dict[str, Any], commcare_settings: Dict[str, Any],
-                owner_ids: Any) -> None:
+                owner_ids: Any, student_workers: Any = None) -> None:
     from .check import CheckReport, check_commcare_end, check_moodle_end
     from .report import print_check
 
     report = CheckReport()
     with failing_as("Check failed"), console.status("Checking…"):
         check_moodle_end(report, **moodle_settings)
-        check_commcare_end(report, warehouse, owner_ids=owner_ids, **commcare_settings)
+        check_commcare_end(report, warehouse, owner_ids=owner_ids, student_workers=student_workers,
+                           **commcare_settings)
     print_check(console, report)
 
 

@@ -235,3 +235,20 @@ def print_recent_syncs(console: Console, runs: list, next_due: Optional[datetime
         table.caption = f"next sync due {next_due:%Y-%m-%d %H:%M} (MOODLE_COMMCARE_SCHEDULE)"
         table.caption_justify = "left"
     console.print(table)
+
+
+def print_phone(console: Console, cases: dict, title: str) -> None:
+    """What one mobile worker's phone holds of a student's own courses (the CommCare emulator's restore view): one
+    row per course, the outline's first lines, the grades and what is still to do, as the app would read them."""
+    table = Table(title=title, title_justify="left", show_lines=True)
+    for column in ("course", "outline (first lines)", "grades", "to do / overdue"):
+        table.add_column(column, overflow="fold")
+    by_id = {c.case_id: c for c in cases.values()}
+    for case in sorted((c for c in cases.values() if c.case_type == "student_course"), key=lambda c: c.name):
+        parent = by_id.get(case.indices.get("parent", (None, ""))[1])
+        outline = (parent.properties.get("outline", "") if parent else "").splitlines()
+        due = [f"overdue: {line}" for line in case.properties.get("overdue", "").splitlines()]
+        due += [f"to do: {line}" for line in case.properties.get("to_do", "").splitlines()]
+        table.add_row(Text(case.name), Text("\n".join(outline[:4] + (["…"] if len(outline) > 4 else []))),
+                      Text(case.properties.get("grades", "") or "-"), Text("\n".join(due[:4]) or "-"))
+    console.print(table)

@@ -133,3 +133,71 @@ def compare(got: Dict[str, Dict[str, Any]], want: Dict[str, Dict[str, Any]]) -> 
             if isinstance(value, float) and actual is not None:
                 actual = round(actual, 4)
             assert actual == value, (key, name, actual, value)
+
+
+KIND = {"assign": "assignment", "url": "link", "resource": "file", "h5pactivity": "H5P", "scorm": "SCORM package",
+        "data": "database", "lti": "external tool", "bigbluebuttonbn": "online meeting"}
+
+
+def day(seconds: Optional[int]) -> Optional[str]:
+    return None if not seconds else datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d")
+
+
+def outline_text(school: School, course_id: int) -> str:
+    """A course's outline as the phone must show it, from the school's own outline (School.outline)."""
+    lines = []
+    for _, section_name, activities in school.outline(course_id):
+        shown = [a for a in activities if a[2] != "label"]
+        if not shown:
+            continue
+        lines.append(plain(section_name) or "")
+        for _, name, modname, due_at in shown:
+            lines.append(f"- {plain(name)} ({KIND.get(modname, modname)}" + (f", due {day(due_at)}" if due_at else "")
+                         + ")")
+    return "\n".join(lines)
+
+
+def _g(x: float) -> str:
+    return f"{round(x, 2):g}"
+
+
+def student_course_case(school: School, course_id: int, user_id: int) -> Dict[str, Any]:
+    """What a student's own course case must say, from the school alone: grades of the items Moodle shows the
+    student, completion and due items of the activities the outline shows (no hidden, stealth or restricted one)."""
+    order = {cmid: n for n, (cmid, *_rest) in enumerate(
+        a for _, _, acts in school.outline(course_id) for a in acts if a[2] != "label")}
+    hidden = school.offline_hidden_cmids(course_id)
+    items = [i for i in school.grade_items[course_id] if i.itemtype in ("mod", "manual") and not i.hidden
+             and (i.cmid is None or i.cmid in order)]
+    items.sort(key=lambda i: (order.get(i.cmid, 10**6) if i.cmid is not None else 10**6, i.id))
+    grades = []
+    for i in items:
+        raw = school.grade(i, user_id)[0]
+        if not school.courses[course_id].showrange:  # no range to show: Moodle's formatted grade
+            grades.append(f"{plain(i.itemname)}: " + ("-" if raw is None else f"{raw:.2f}"))
+            continue
+        grades.append(f"{plain(i.itemname)}: " + (f"{_g(raw)}/{_g(i.grademax)}" if raw is not None
+                                                   else f"-/{_g(i.grademax)}"))
+    modules = sorted((m for m in school.modules[course_id] if m.cmid in order and m.completion > 0),
+                     key=lambda m: order[m.cmid])
+    completion = []
+    if school.courses[course_id].enablecompletion:
+        for m in modules:
+            state = school.completion(m, user_id)[0]
+            completion.append(f"{plain(m.name)}: " + ("done" if state in (1, 2) else "failed" if state == 3
+                                                       else "not done"))
+    overdue, to_do, late_lines = [], [], []
+    for a in sorted((a for a in school.assignments[course_id] if a.cmid not in hidden and a.cmid in order),
+                    key=lambda a: (due(school, a, user_id) or 10**11, a.id)):
+        at = due(school, a, user_id)
+        sent = school.submitted_by(a, user_id)
+        note = f"{plain(a.name)} (due {day(at) or 'no date'})"
+        if sent is None and at and at < SMALL.now:
+            overdue.append(note)
+        if sent is None and (not at or at >= SMALL.now):
+            to_do.append(note)
+        if sent is not None and at and sent > at:
+            late_lines.append(f"{note}, submitted {day(sent)}")
+    return {"grades": "\n".join(grades) or None, "completion": "\n".join(completion) or None,
+            "overdue": "\n".join(overdue) or None, "to_do": "\n".join(to_do) or None,
+            "submitted_late": "\n".join(late_lines) or None}

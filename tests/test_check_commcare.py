@@ -299,7 +299,8 @@ def test_students_own_case_types_are_wanted_only_when_students_have_workers(tmp_
                                                                              certificate: Tuple[str, str],
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
-    with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS), tls=certificate) as coaches_only:
+    with CommCareEmulator(owners=set(OWNERS), owner_kinds=dict(KINDS), tls=certificate,
+                          case_types={"student", "course_enrolment"}) as coaches_only:
         coaches_only.api_key = API_KEY
         assert check(coaches_only, tmp_path, students=())["case_types"].status == Status.OK
         found = check(coaches_only, tmp_path, students=["owner-default"])

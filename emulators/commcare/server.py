@@ -54,7 +54,7 @@ from .store import Case, CaseStore
 DEMO_DOMAIN = "demo-project"
 DEMO_USERNAME = "integration@demo-project.example"
 DEMO_API_KEY = "cc-demo-0123456789abcdef"
-DEFAULT_CASE_TYPES = {"student", "course_enrolment"}
+DEFAULT_CASE_TYPES = {"student", "course_enrolment", "course", "student_course"}  # a project set up for the connector
 V2_MAX_LIMIT = 5000  # corehq/apps/hqcase/api/get_list.py MAX_PAGE_SIZE
 V2_BULK_MAX = V2_MAX_LIMIT  # corehq/apps/hqcase/api/get_bulk.py: case_ids + external_ids <= MAX_PAGE_SIZE
 
@@ -552,6 +552,11 @@ class CommCareEmulator:
                     elif form.get("jobs") == ["release"]:
                         hq.release_jobs()
                     return self._json(200, {"after_queue_faults": hq.after_queue_faults})
+                if path == "/_admin/mobile_workers":  # the emulator's own control: workers made after it started
+                    added = {w for w in body.decode().split() if w}
+                    with hq.lock:
+                        hq.owners |= added
+                    return self._json(200, {"owners": len(hq.owners)})
                 if path == v2_bulk:
                     hq.requests["case_api"] += 1
                     if self._auth("edit_data", "access_api"):
