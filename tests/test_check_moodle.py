@@ -101,7 +101,10 @@ SETUPS = [
     Setup("role without grade:viewall", {"moodle.grades": F}, prepare=lambda m: m.prohibit("moodle/grade:viewall")),
     Setup("role without mod/assign:grade", {"moodle.assignments": F},
           prepare=lambda m: m.prohibit("mod/assign:grade")),
-    Setup("role without mod/assign:view", {"moodle.assignments": F}, prepare=lambda m: m.prohibit("mod/assign:view")),
+    Setup("role without mod/assign:view", {"moodle.assignments": F, "moodle.contents": W},
+          prepare=lambda m: m.prohibit("mod/assign:view")),
+    # Moodle leaves quizzes out of the outline without a word; their grade items still show in the grade report
+    Setup("role without mod/quiz:view", {"moodle.contents": W}, prepare=lambda m: m.prohibit("mod/quiz:view")),
     Setup("a function missing from the service", {"moodle.functions": F},
           prepare=lambda m: m.remove_function("core_course_get_contents")),
     Setup("COURSE_IDS names a course Moodle does not have", {"moodle.courses": F}, options={"course_ids": [2, 999]}),

@@ -32,6 +32,8 @@ GAP_NAMES, GAP_EMAILS, GAP_USERNAMES, GAP_PROGRESS = "names_hidden", "emails_hid
 ENROLMENT_GAPS = (GAP_LAST_ACCESS, "enrolments_unverified")
 PROFILE_GAPS = (GAP_PHONES, GAP_NAMES, GAP_EMAILS, GAP_USERNAMES, "inactive_profiles_hidden")
 PROGRESS_GAPS = (GAP_PROGRESS,)
+GAP_OUTLINE = "outline_incomplete"  # activities with grades that the outline leaves out (mod/<type>:view missing)
+OUTLINE_GAPS = (GAP_OUTLINE,)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,18 @@ class Gaps:
                       f"Moodle gave no course progress for any of {tracked_rows} enrolments in completion-tracked "
                       "courses: course_progress_percent stays empty.", "give the role report/completion:view")
 
+    def check_outline(self, course_id: int, graded: Mapping[int, str], listed: Collection[int]) -> None:
+        """get_course_contents leaves out, without a word, every activity whose mod/<type>:view the caller lacks
+        (lib/modinfolib.php cm_info::is_user_access_restricted_by_capability); the grade report still shows its grade
+        item. Such activities cannot reach students' phones: loaded without, and said so."""
+        missing = {cmid: module for cmid, module in graded.items() if cmid not in listed}
+        if missing:
+            kinds = sorted(set(missing.values()))
+            self.warn(GAP_OUTLINE, f"{len(missing)} graded activities of course {course_id} ({', '.join(kinds)}) are "
+                      "missing from its outline: the role lacks " + " / ".join(f"mod/{k}:view" for k in kinds)
+                      + ", or a restriction hides them entirely.",
+                      "give the role " + ", ".join(f"mod/{k}:view" for k in kinds))
+
     def check_grade_report(self, course: Mapping[str, Any], report: Mapping[str, Any], expected: Collection[int]) -> None:
         """The grade report lists the active students of one group only, when the caller lacks accessallgroups
         in a course with groups (a web-service call's active group is the first; lib/grouplib.php). `expected`:
@@ -175,3 +189,9 @@ def ids_text(values: Sequence[Any]) -> str:
     """The first ten ids, and how many more."""
     shown = ", ".join(str(v) for v in list(values)[:10])
     return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
+
+
+def graded_activities(report: Mapping[str, Any]) -> Dict[int, str]:
+    """cmid -> module type of the activities whose grade items a course's grade report shows (hidden ones not)."""
+    return {int(i["cmid"]): str(i.get("itemmodule") or "") for u in report.get("usergrades") or []
+            for i in u.get("gradeitems") or [] if i.get("cmid") and not i.get("gradeishidden")}

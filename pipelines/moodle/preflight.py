@@ -33,7 +33,7 @@ from .errors import (
     MoodleMaintenanceError,
     MoodleTransportError,
 )
-from .gaps import Gaps, ids_text
+from .gaps import Gaps, graded_activities, ids_text
 from .selection import selected_courses
 
 SYSTEM = "Moodle"
@@ -86,7 +86,10 @@ GAP_CHECKS = {
     "grades_hidden": "moodle.grades",
     "progress_hidden": "moodle.progress",
     "assignments_hidden": "moodle.assignments",
+    "outline_incomplete": "moodle.contents",
 }
+# what is lost while a gap that only warns is left, where it is not what its check's failure loses
+GAP_LOSES = {"outline_incomplete": "Those activities, their due dates and their grades stay off students' phones."}
 # the functions each probe calls beyond site info (a probe whose function the service lacks is skipped)
 PROBE_FUNCTIONS = {
     "moodle.courses": [webservice.FN_COURSES],
@@ -157,6 +160,7 @@ class _Checker:
         self.enrolments: Dict[int, List[Enrolment]] = {}
         self.ok_details: Dict[str, str] = {}
         self.due_date_pair: Optional[Tuple[int, int]] = None  # (assignment id, active student) for the due-date probe
+        self.graded_activities: Dict[int, Dict[int, str]] = {}  # course -> cmid -> module of its shown grade items
 
     # ------------------------------------------------------------------ recording
     def set(self, check: str, status: Status, detail: str, fix: str = "", capability: str = "",
@@ -209,7 +213,8 @@ class _Checker:
             shown = [p for p in problems if p[0] == worst]
             capability = ", ".join(dict.fromkeys(c for p in shown for c in _CAPABILITY.findall(p[3])))
             self.set(check, worst, " ".join(p[2] for p in shown), fix="; ".join(dict.fromkeys(p[3] for p in shown)),
-                     capability=_in_system_context(capability))
+                     capability=_in_system_context(capability),
+                     loses=next((GAP_LOSES[p[1]] for p in shown if p[1] in GAP_LOSES), ""))
 
     # ------------------------------------------------------------------ the site and the token
     def site(self) -> bool:
@@ -393,6 +398,7 @@ class _Checker:
         graded = [c for c in self.sample if self.active_students(c["id"])]
         for course, report in self.client.fan_out(graded, lambda c: webservice.grade_report(self.client, c["id"])):
             self.gaps.check_grade_report(course, report, set(self.active_students(course["id"])))
+            self.graded_activities[course["id"]] = graded_activities(report)
         return f"The grade reports of {len(graded)} sampled courses list every active student."
 
     def progress(self) -> str:
@@ -423,9 +429,14 @@ class _Checker:
                 f"{course['id']}.")
 
     def contents(self) -> str:
-        course = self.sample[0]
+        """The outline of a sampled course, compared with the activities its grade report shows: Moodle leaves out of
+        get_course_contents every activity whose mod/<type>:view the caller lacks (cm_info::
+        is_user_access_restricted_by_capability), without a word, and then it cannot reach students' phones."""
+        course = next((c for c in self.sample if self.graded_activities.get(c["id"])), self.sample[0])
         sections = webservice.course_contents(self.client, course["id"])
-        return f"Read course {course['id']}'s outline: {len(sections)} sections."
+        listed = {int(m["id"]) for s in sections for m in s.get("modules") or []}
+        self.gaps.check_outline(course["id"], self.graded_activities.get(course["id"], {}), listed)
+        return f"Read course {course['id']}'s outline: {len(sections)} sections, {len(listed)} activities."
 
     def assignments(self) -> str:
         found = self._assignments_of([c["id"] for c in self.sample])

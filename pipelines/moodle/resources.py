@@ -15,7 +15,7 @@ import dlt
 from . import schema, webservice
 from .client import MoodleClient
 from .enrolments import Enrolment
-from .gaps import ENROLMENT_GAPS, PROFILE_GAPS, PROGRESS_GAPS
+from .gaps import ENROLMENT_GAPS, OUTLINE_GAPS, PROFILE_GAPS, PROGRESS_GAPS, graded_activities
 from .run import MoodleRun
 from .selection import Cursor, SubmissionCursors
 
@@ -132,6 +132,7 @@ def grades(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     item_columns = [k for k in schema.TABLES["grades"] if k not in ("course_id", "user_id", "grade_item_id")]
     for course, report in client.fan_out(run.changed_courses(), lambda c: webservice.grade_report(client, c["id"])):
         run.gaps.check_grade_report(course, report, run.active_students(course["id"]))
+        run.graded_activities[course["id"]] = graded_activities(report)
         rows = [_stamped({"course_id": course["id"], "user_id": usergrade["userid"], "grade_item_id": item["id"],
                           **{k: item.get(k) for k in item_columns}}, run)
                 for usergrade in report.get("usergrades") or [] for item in usergrade.get("gradeitems") or []]
@@ -199,7 +200,7 @@ def course_contents(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     `visibleoncoursepage` (stealth), `availability` (the restriction JSON, sent only to a user who may see hidden
     activities or edit the course), `availabilityinfo` (why the token's user may not enter it), `uservisible`."""
     run.require("course_sections")
-    yield from _tables("course_sections", "course_modules")
+    yield from _tables("course_sections", "course_modules", "access_gaps")
     for course, sections in client.fan_out(run.changed_courses(), lambda c: webservice.course_contents(client, c["id"])):
         section_rows, modules = [], []
         for section in sections:
@@ -217,10 +218,13 @@ def course_contents(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
                                              "completion", "description")},
                     "due_at": _due_at(m),
                 }, run))
+        run.gaps.check_outline(course["id"], run.graded_activities.get(course["id"], {}), {m["id"] for m in modules})
         if section_rows:
             yield _to("course_sections", section_rows)
         if modules:
             yield _to("course_modules", modules)
+    yield from _gap_rows(run, OUTLINE_GAPS)
+
 
 
 @dlt.resource(name="assignments", section=SECTION)

@@ -38,6 +38,8 @@ class MoodleRun:
         # times beyond this (this machine's clock and some minutes) are a typo or a broken clock
         self.horizon = int(self.extracted_at.timestamp()) + CLOCK_SKEW_SECONDS
         self.gaps = Gaps(settings.allow_hidden)
+        # course -> cmid -> module type of the activities its grade report shows (outline completeness, gaps.py)
+        self.graded_activities: Dict[int, Dict[int, str]] = {}
         self._reader = EnrolmentReader(client, self.gaps, settings.student_roles, settings.page_size, known_enrolments)
         self._lock = threading.RLock()
         self._site_info: Optional[dict] = None
