@@ -192,3 +192,37 @@ def test_a_student_who_loses_their_worker_loses_the_cases_from_their_phone(
     assert hq.phone_cases(worker(gone)) == {}
     assert all(hq.phone_cases(worker(u)) for u in mapped[:-1])
 
+
+
+def test_the_worker_can_come_from_a_moodle_profile_field(tmp_path: Path) -> None:
+    """var commcare_student_worker_field names a custom profile field holding the worker's CommCare user id (as
+    core_user_get_users_by_field returns customfields); the seed, when it names the student too, wins."""
+    import dataclasses
+
+    import duckdb
+
+    from emulators.moodle import MoodleEmulator
+
+    from .conftest import SMALL
+
+    with MoodleEmulator(spec=dataclasses.replace(SMALL, student_phones=0.2)) as moodle:
+        school = moodle.school
+        fielded = {u.id: f["value"] for u in school.users.values() for f in u.customfields
+                   if f["shortname"] == "commcareuserid"}
+        students = {u for c in school.courses for u in school.students_of(c)}
+        assert fielded and set(fielded) & students
+        wh = Warehouse(moodle, tmp_path / "moodle.duckdb")
+        wh.extract()
+        first = sorted(set(fielded) & students)[0]
+        run_transform(wh.path, {**oracle.VARS, "commcare_student_worker_field": "commcareuserid",
+                                "commcare_student_workers": [{"moodle_username": school.users[first].username,
+                                                              "commcare_user_id": "from-the-seed"}]})
+        with duckdb.connect(str(wh.path), read_only=True) as con:
+            got = dict(con.execute("select user_id, commcare_user_id from moodle_intermediate."
+                                   "int_commcare__student_workers where commcare_user_id is not null").fetchall())
+            owners = dict(con.execute("select moodle_user_id, any_value(owner_id) from commcare."
+                                      "commcare_student_course_cases where close is null group by 1").fetchall())
+    want = {u: w for u, w in fielded.items() if u in students}
+    want[first] = "from-the-seed"
+    assert got == want
+    assert set(owners) <= set(want) and all(owners[u] == want[u] for u in owners)

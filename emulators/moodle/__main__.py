@@ -21,6 +21,8 @@ def main() -> None:
                           ("port", 0), ("seed", 42)):
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--enrolments-per-student", type=float, default=3.0)
+    parser.add_argument("--student-phones", type=float, default=0.0,
+                        help="share of students whose profile names their own CommCare mobile worker")
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--now", type=int, default=None)
     parser.add_argument("--profile", default="integration", help="who the token acts as: " + ", ".join(PROFILES))
@@ -28,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = SchoolSpec(seed=args.seed, courses=args.courses, students=args.students, grade_items=args.grade_items,
                       activities=args.activities, assignments=args.assignments,
-                      enrolments_per_student=args.enrolments_per_student)
+                      enrolments_per_student=args.enrolments_per_student, student_phones=args.student_phones)
     if args.now:
         spec.now = args.now
     site = SiteConfig.recommended(version=args.moodle_version)

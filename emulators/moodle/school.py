@@ -74,6 +74,9 @@ class SchoolSpec:
     completion: bool = True  # False: no course tracks completion (a site that never switched it on)
     submissions: bool = True  # False: the start of term, nobody has submitted anything yet
     edge_cases: bool = True  # groups, grade categories, hidden grades, team work, extensions, overrides, odd names
+    # share of students whose profile holds their own CommCare mobile worker's id in a custom text field
+    # (shortname commcareuserid, "Who is this field visible to": everyone), as the README's students' phones suggest
+    student_phones: float = 0.0
     now: int = T0  # the site's "now": generated access times lie in the days before it
 
 
@@ -777,6 +780,9 @@ class School:
                 customfields=[{"type": "text", "value": f"G{1 + n % 3}", "name": "Guardian group",
                                "shortname": "guardiangroup"}] if n % 2 else [],
             )
+            if n % 1000 < spec.student_phones * 1000:  # by position, not the generator: the rest stays as it was
+                self.users[uid].customfields.append({"type": "text", "value": f"cc-worker-{uid}",
+                                                     "name": "CommCare user id", "shortname": "commcareuserid"})
 
     def _generate_enrolments(self, rng: random.Random) -> None:
         spec = self.spec
