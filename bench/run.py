@@ -35,15 +35,21 @@ from exports.commcare import CommCareSettings, run_export
 from moodle_commcare import demo, runlog
 from moodle_commcare.check import CheckReport, check_commcare_end, check_moodle_end
 from moodle_commcare.transform import run_transform
-from moodle_commcare.warehouse import Warehouse
+from moodle_commcare.warehouse import CASE_TYPES, Warehouse
 from pipelines.moodle.params import encode_params
 from pipelines.moodle_pipeline import run_extract
 
 SIZES: Dict[str, Dict[str, Any]] = {
-    "small": dict(courses=30, students=1500, enrolments_per_student=3.0, grade_items=10, activities=12, assignments=4),
+    "small": dict(courses=30, students=1500, enrolments_per_student=3.0, grade_items=10, activities=12, assignments=4,
+                  student_phones=1.0),
     "district": dict(courses=300, students=15000, enrolments_per_student=3.0, grade_items=10, activities=12,
-                     assignments=4),
+                     assignments=4, student_phones=1.0),
 }
+# Every student's profile holds their own mobile worker's id in this field (SchoolSpec.student_phones); the runs
+# above the "students' phones" stage do not name it, so they measure the coach-only connector as before.
+PHONE_FIELD = "commcareuserid"
+STUDENT_OWN = ("course", "student_course")
+STUDENT_OWN_TABLE = "commcare_student_course_cases"
 AS_OF = "2026-09-21 14:13:20"  # the generated school's "now" (T0), so engagement does not drift between runs
 console = Console()
 
@@ -281,6 +287,58 @@ def webhook_latency(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rounds
             "failed_batches": sum(1 for b in batcher.results if not b.done)}
 
 
+def text_bytes(db: Path, case_type: str) -> Tuple[int, int]:
+    """(cases, bytes of their property values as CommCare stores them: text) of one case type's open cases."""
+    table = Warehouse.mart(next(t.table for t in CASE_TYPES if t.name == case_type))
+    with duckdb.connect(str(db), read_only=True) as con:
+        columns = [r[0] for r in con.execute(f"describe {table}").fetchall() if r[0] not in ("case_type", "close")]
+        total = " + ".join(f'strlen(coalesce(cast("{c}" as varchar), \'\'))' for c in columns)
+        row = con.execute(f"select count(*), coalesce(sum({total}), 0) from {table} where close is null").fetchone()
+    return int(row[0]), int(row[1])
+
+
+def student_phones(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rss: PeakRSS, concurrency: int,
+                   out: Path) -> Dict[str, Any]:
+    """Issue 16: every student gets their own course cases (the mapping by profile field switched on now): the
+    cases and bytes that adds, the export that sends them, then a day with 1% of grades changed."""
+    dbt_vars = demo.dbt_vars(as_of=AS_OF, commcare_student_worker_field=PHONE_FIELD)
+    figures: Dict[str, Any] = {"transform": {}, "upload": {}, "one_percent": {"extract": {}, "transform": {},
+                                                                              "upload": {}}}
+    with rss.stage(figures["transform"]):
+        run_transform(db, dbt_vars)
+    with duckdb.connect(str(db), read_only=True) as con:
+        workers = [r[0] for r in con.execute(f"select distinct owner_id from {Warehouse.mart(STUDENT_OWN_TABLE)} "
+                                             "where owner_id is not null").fetchall()]
+    requests.post(f"{hq['base_url']}/_admin/mobile_workers", data="\n".join(workers), timeout=60).raise_for_status()
+    settings = CommCareSettings(base_url=hq["base_url"], project=hq["project"], username=hq["username"],
+                                api_key=hq["api_key"], allow_insecure_http=True, out_dir=out, poll_interval=0.2)
+    with rss.stage(figures["upload"]):
+        sent = run_export(db, settings, upload=True)
+    by_type = {t.case_type: t for t in sent.types}
+    figures["students"] = len(workers)
+    for case_type in STUDENT_OWN:
+        cases, size = text_bytes(db, case_type)
+        figures[case_type] = {"cases": cases, "text_bytes": size, "created": by_type[case_type].created,
+                              "workbook_bytes": sum(f.stat().st_size for f in by_type[case_type].files)}
+    figures["other_cases_sent"] = sum(t.to_send for t in sent.types if t.case_type not in STUDENT_OWN)
+    day = figures["one_percent"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        pairs = con.execute("select count(*) from commcare.commcare_enrolment_cases").fetchone()[0]
+    changed = requests.post(f"{moodle['base_url']}/_admin/mutate",
+                            data={"grades": max(1, pairs // 100), "profiles": 0, "seed": 16}).json()["grades"]
+    with rss.stage(day["extract"]):
+        report = run_extract(db, base_url=moodle["base_url"], token=moodle["token"], allow_insecure_http=True,
+                             max_concurrency=concurrency)
+    day["extract"]["requests"] = report.stats.total_requests
+    with rss.stage(day["transform"]):
+        run_transform(db, dbt_vars)
+    with rss.stage(day["upload"]):
+        again = run_export(db, settings, upload=True)
+    day["changed_grades"] = len(changed)
+    day["sent"] = {t.case_type: t.to_send for t in again.types}
+    return figures
+
+
 def time_derived(db: Path) -> Dict[Tuple[str, str], Any]:
     """Per open case, what a day passing may change: the engagement band and assignments falling overdue."""
     with duckdb.connect(str(db), read_only=True) as con:
@@ -377,6 +435,9 @@ def main() -> None:
         console.rule("Webhook events: a grade changed in Moodle, its event POSTed, until CommCare confirmed the case")
         result["webhooks"] = webhook_latency(db, moodle, hq)
 
+        console.rule("Students' own phones: every student mapped to a mobile worker, then 1% of grades changed")
+        result["student_phones"] = student_phones(db, moodle, hq, rss, args.concurrency, Path(tmp) / "out")
+
         console.rule(f"Naive baseline (sequential, {args.naive_courses} courses, extrapolated)")
         result["naive"] = naive_baseline(moodle["base_url"], moodle["token"], args.naive_courses)
     result["targets"] = targets(result)
@@ -442,6 +503,10 @@ def targets(r: Dict[str, Any]) -> List[Dict[str, Any]]:
     ]
 
 
+def _size(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
+
+
 def like_for_like(run: Dict[str, Any]) -> int:
     """Our requests for what the naive job fetches: courses, enrolled users, profiles, grades."""
     fns = run["extract"]["by_function"]
@@ -478,6 +543,26 @@ def show(r: Dict[str, Any]) -> None:
     for t in r["targets"]:
         checks.add_row(t["target"], t["value"], "yes" if t["met"] else "[red]no[/]", "" if t["met"] else t.get("why", ""))
     console.print(checks)
+    phones = r.get("student_phones")
+    if phones:
+        table = Table(title=f"Students' own phones: {phones['students']:,} students mapped to a mobile worker",
+                      title_justify="left")
+        for column in ("", "cases", "bytes of text", "per student", "workbooks", "seconds"):
+            table.add_column(column, justify="left" if not column else "right")
+        for case_type in STUDENT_OWN:
+            added = phones[case_type]
+            table.add_row(f"{case_type} cases added", f"{added['cases']:,}", _size(added["text_bytes"]),
+                          _size(added["text_bytes"] / max(phones["students"], 1)) if case_type == "student_course"
+                          else "", _size(added["workbook_bytes"]), "")
+        table.add_row("first export with them (upload, jobs polled)", "", "", "", "",
+                      f"{phones['upload']['seconds']:.1f}")
+        day = phones["one_percent"]
+        table.add_row(f"1% of grades changed ({day['changed_grades']:,}): export",
+                      ", ".join(f"{k} {v:,}" for k, v in day["sent"].items() if v), "", "", "",
+                      f"{day['upload']['seconds']:.1f}")
+        table.add_row("  its extract / transform", "", "", "", "",
+                      f"{day['extract']['seconds']:.1f} / {day['transform']['seconds']:.1f}")
+        console.print(table)
     console.print(f"Latency floor {r['latency_floor']['seconds']}s; API minimum {r['minimum_requests']['requests']:,} requests.")
 
 
