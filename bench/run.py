@@ -48,8 +48,7 @@ SIZES: Dict[str, Dict[str, Any]] = {
 # Every student's profile holds their own mobile worker's id in this field (SchoolSpec.student_phones); the runs
 # above the "students' phones" stage do not name it, so they measure the coach-only connector as before.
 PHONE_FIELD = "commcareuserid"
-STUDENT_OWN = ("course", "student_course")
-STUDENT_OWN_TABLE = "commcare_student_course_cases"
+STUDENT_OWN = tuple(t.name for t in CASE_TYPES if t.students_phones)
 AS_OF = "2026-09-21 14:13:20"  # the generated school's "now" (T0), so engagement does not drift between runs
 console = Console()
 
@@ -307,8 +306,8 @@ def student_phones(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rss: Pe
     with rss.stage(figures["transform"]):
         run_transform(db, dbt_vars)
     with duckdb.connect(str(db), read_only=True) as con:
-        workers = [r[0] for r in con.execute(f"select distinct owner_id from {Warehouse.mart(STUDENT_OWN_TABLE)} "
-                                             "where owner_id is not null").fetchall()]
+        workers = [r[0] for t in CASE_TYPES if t.student_owned for r in con.execute(
+            f"select distinct owner_id from {t.relation} where owner_id is not null").fetchall()]
     requests.post(f"{hq['base_url']}/_admin/mobile_workers", data="\n".join(workers), timeout=60).raise_for_status()
     settings = CommCareSettings(base_url=hq["base_url"], project=hq["project"], username=hq["username"],
                                 api_key=hq["api_key"], allow_insecure_http=True, out_dir=out, poll_interval=0.2)

@@ -79,26 +79,25 @@ def check_commcare_end(report: CheckReport, warehouse: Optional[Warehouse] = Non
     report.seconds[COMMCARE] = time.monotonic() - started
 
 
-STUDENT_OWN = "student_course"  # the case type owned by students' own mobile workers
-
-
 def planned_student_workers(warehouse: Optional[Warehouse]) -> Set[str]:
     """The mobile workers of students with cases of their own to send (none before a transform)."""
     if warehouse is None or not warehouse.exists():
         return set()
-    relation = next(t.relation for t in CASE_TYPES if t.name == STUDENT_OWN)
     try:
         con = warehouse.connect(read_only=True)
     except Exception:  # noqa: BLE001 - busy or not a warehouse yet
         return set()
+    workers: Set[str] = set()
     try:
-        rows = con.execute(f"select distinct owner_id from {relation} where owner_id is not null and close "
-                           "is null").fetchall()
+        for case_type in (t for t in CASE_TYPES if t.student_owned):
+            rows = con.execute(f"select distinct owner_id from {case_type.relation} where owner_id is not null "
+                               "and close is null").fetchall()
+            workers.update(str(r[0]) for r in rows if str(r[0]).strip())
     except Exception:  # noqa: BLE001 - no case tables yet (no transform has run)
         return set()
     finally:
         con.close()
-    return {str(r[0]) for r in rows if str(r[0]).strip()}
+    return workers
 
 
 def planned_owner_ids(warehouse: Optional[Warehouse]) -> Set[str]:
@@ -115,7 +114,7 @@ def planned_owner_ids(warehouse: Optional[Warehouse]) -> Set[str]:
         if con is not None:
             try:
                 for case_type in CASE_TYPES:
-                    if case_type.name == STUDENT_OWN:
+                    if case_type.student_owned:
                         continue  # the students' own workers: planned_student_workers
                     try:
                         rows = con.execute(f"select distinct owner_id from {case_type.relation} "

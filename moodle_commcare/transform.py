@@ -176,6 +176,9 @@ def _run_transform(warehouse: Warehouse, dbt_vars: Optional[Dict[str, Any]], sel
     return report
 
 
+QUOTED_DASH = "'-'"
+
+
 def case_summary(db: Where = None) -> List[Dict[str, Any]]:
     """Cases per type and status, read from the marts: what the export will have to send."""
     warehouse = Warehouse.of(db)
@@ -184,8 +187,8 @@ def case_summary(db: Where = None) -> List[Dict[str, Any]]:
             "select table_schema || '.' || table_name from information_schema.columns "
             "where column_name = 'engagement_status'").fetchall()}
         cases = " union all ".join(  # a course case has no engagement of its own
-            f"select case_type, {'engagement_status' if t.relation in with_status else chr(39) + '-' + chr(39)}, "
-            f"close from {t.relation}" for t in CASE_TYPES)
+            f"select case_type, {'engagement_status' if t.relation in with_status else QUOTED_DASH}, close "
+            f"from {t.relation}" for t in CASE_TYPES)
         rows = con.execute(f"""
             select case_type, engagement_status, count(*) filter (where close is null), count(*) filter (where close = 'yes')
             from ({cases}) group by all order by 1, 2""").fetchall()

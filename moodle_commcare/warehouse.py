@@ -41,6 +41,8 @@ class CaseType:
     name: str
     table: str
     parent: bool  # its cases are children of another case (the mart's parent_type names its type)
+    students_phones: bool = False  # sent only for students mapped to a mobile worker of their own (README)
+    student_owned: bool = False  # owned by that worker, not by the owner map
 
     @property
     def relation(self) -> str:
@@ -51,8 +53,9 @@ class CaseType:
 CASE_TYPES: Tuple[CaseType, ...] = (
     CaseType("student", "commcare_student_cases", parent=False),
     CaseType("course_enrolment", "commcare_enrolment_cases", parent=True),
-    CaseType("course", "commcare_course_cases", parent=False),  # only for courses of students with a phone
-    CaseType("student_course", "commcare_student_course_cases", parent=True),  # a student's own, child of course
+    CaseType("course", "commcare_course_cases", parent=False, students_phones=True),
+    CaseType("student_course", "commcare_student_course_cases", parent=True, students_phones=True,
+             student_owned=True),  # child of its course case
 )
 UNOWNED_TABLE = "commcare_unowned_cases"  # cases no CommCare owner maps to: reported, never exported
 

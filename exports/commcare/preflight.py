@@ -67,7 +67,6 @@ CHECKS: Dict[str, Tuple[str, str]] = {
                                  "The students whose worker is missing get none of their own cases (their rows are "
                                  "rejected 'Invalid Owner' and stay pending); the coach's cases are unaffected."),
 }
-STUDENT_CASE_TYPES = ("course", "student_course")  # sent only for students mapped to a mobile worker of their own
 
 # The v0.5 lists an owner id is looked up in, in this order, with the permission each needs
 # (api/resources: RequirePermissionAuthentication; Access APIs as well, for all of them).
@@ -325,7 +324,7 @@ class _Checker:
         """The case types of the project's applications (the Application API, Access APIs only); with no case
         type at all and no case, the importer refuses every upload ("Your project does not use cases yet").
         The students' own case types are wanted only when some student has a mobile worker of their own."""
-        wanted = [c.name for c in CASE_TYPES if students_own or c.name not in STUDENT_CASE_TYPES]
+        wanted = [c.name for c in CASE_TYPES if students_own or not c.students_phones]
         answer = self.http.call("GET", f"/a/{self.project}/api/v0.5/application/")
         body = answer.json()
         look = ("Data > Data Dictionary and Applications > each application's case lists (menus): look for case "
