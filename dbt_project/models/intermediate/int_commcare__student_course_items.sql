@@ -3,7 +3,10 @@
 -- activity's completion, what is overdue, still to do, and what went in late. Only what the outline shows (no
 -- hidden, stealth or restricted activity) and only grade items Moodle shows the student (not hidden ones).
 with mapped as (  -- the pairs with a case, so a case being closed keeps its values (a blank cell clears one)
-    select course_id, user_id from {{ ref('int_commcare__student_course_scope') }}
+    select
+        course_id,
+        user_id
+    from {{ ref('int_commcare__student_course_scope') }}
 ),
 
 activities as (
@@ -48,17 +51,27 @@ assignments as (
         ) as line_order  -- by date; no date last
     from {{ ref('int_commcare__student_assignments') }} as sa
     inner join mapped using (course_id, user_id)
-    inner join activities as a using (course_id, course_module_id)
+    inner join activities using (course_id, course_module_id)
 ),
 
 overdue_lines as (
-    select course_id, user_id, line_order, assignment_name || due_note as line
-    from assignments where is_missing
+    select
+        course_id,
+        user_id,
+        line_order,
+        assignment_name || due_note as line
+    from assignments
+    where is_missing
 ),
 
 to_do_lines as (
-    select course_id, user_id, line_order, assignment_name || due_note as line
-    from assignments where submitted_at is null and (due_at is null or due_at >= {{ as_of() }})
+    select
+        course_id,
+        user_id,
+        line_order,
+        assignment_name || due_note as line
+    from assignments
+    where submitted_at is null and (due_at is null or due_at >= {{ as_of() }})
 ),
 
 late_lines as (
@@ -67,7 +80,8 @@ late_lines as (
         user_id,
         line_order,
         assignment_name || due_note || ', submitted ' || {{ phone_date('submitted_at') }} as line
-    from assignments where is_late
+    from assignments
+    where is_late
 ),
 
 next_due as (
@@ -81,14 +95,32 @@ next_due as (
     group by course_id, user_id
 ),
 
-grades as ({{ phone_text('grade_lines', ['course_id', 'user_id']) }}),
-completion as ({{ phone_text('completion_lines', ['course_id', 'user_id']) }}),
-overdue as ({{ phone_text('overdue_lines', ['course_id', 'user_id']) }}),
-to_do as ({{ phone_text('to_do_lines', ['course_id', 'user_id']) }}),
-late as ({{ phone_text('late_lines', ['course_id', 'user_id']) }}),
+grades as (
+    {{ phone_text('grade_lines', ['course_id', 'user_id']) }}
+),
+
+completion as (
+    {{ phone_text('completion_lines', ['course_id', 'user_id']) }}
+),
+
+overdue as (
+    {{ phone_text('overdue_lines', ['course_id', 'user_id']) }}
+),
+
+to_do as (
+    {{ phone_text('to_do_lines', ['course_id', 'user_id']) }}
+),
+
+late as (
+    {{ phone_text('late_lines', ['course_id', 'user_id']) }}
+),
 
 done as (
-    select course_id, user_id, count(case when is_done then 1 end) as activities_done, count(*) as activities_tracked
+    select
+        course_id,
+        user_id,
+        count(case when is_done then 1 end) as activities_done,
+        count(*) as activities_tracked
     from completion_lines
     group by course_id, user_id
 )

@@ -2,7 +2,9 @@
 -- Which student-course cases exist: every enrolment of a student with a CommCare mobile worker, plus, to close
 -- them, those sent earlier for a student who has none now (read from the export's ledger in this warehouse). A
 -- student never mapped has no row, and nothing is ever sent for them.
-{% set ledger = adapter.get_relation(database=target.database, schema='commcare_export', identifier='case_ledger') if execute else none %}
+{% set ledger = adapter.get_relation(
+    database=target.database, schema='commcare_export', identifier='case_ledger'
+) if execute else none %}
 with candidates as (
     select
         se.course_id,

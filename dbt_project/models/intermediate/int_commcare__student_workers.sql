@@ -42,11 +42,10 @@ students as (
 chosen as (
     select
         st.user_id,
-        {% if field %}coalesce(sd.commcare_user_id, f.commcare_user_id){% else %}sd.commcare_user_id{% endif %}
-            as commcare_user_id,
+        coalesce(sd.commcare_user_id, {% if field %}f.commcare_user_id{% else %}null{% endif %}) as commcare_user_id,
         case
-            when sd.commcare_user_id is not null then 'seed'
-            {% if field %}when f.commcare_user_id is not null then 'profile_field'{% endif %}
+            when sd.commcare_user_id is not null then 'seed'{% if field %}
+            when f.commcare_user_id is not null then 'profile_field'{% endif %}
         end as mapped_by
     from students as st
     left join by_seed as sd using (user_id)
@@ -60,7 +59,8 @@ select
     case
         when commcare_user_id is null then 'no CommCare mobile worker is mapped to this student'
         when count(*) over (partition by commcare_user_id) > 1
-            then 'CommCare user ' || commcare_user_id || ' is mapped to '
-                 || count(*) over (partition by commcare_user_id) || ' Moodle students'
+            then
+                'CommCare user ' || commcare_user_id || ' is mapped to '
+                || count(*) over (partition by commcare_user_id) || ' Moodle students'
     end as unmapped_reason
 from chosen

@@ -1,5 +1,10 @@
 -- Cases that cannot be exported because no CommCare owner applies: add a row to seeds/commcare_owner_map.csv
 -- for the course or its category, or set var commcare_default_owner_id.
+with phones as (  -- students' own phones are in use once anyone is mapped
+    select count(commcare_user_id) > 0 as in_use
+    from {{ ref('int_commcare__student_workers') }}
+)
+
 select
     'student' as case_type,
     external_id,
@@ -58,4 +63,8 @@ select
     w.unmapped_reason as reason
 from {{ ref('int_commcare__student_workers') }} as w
 inner join {{ ref('int_commcare__student_enrolments') }} as se using (user_id)
-where w.commcare_user_id is null and not se.should_close and (w.mapped_by is not null or exists (select 1 from {{ ref('int_commcare__student_workers') }} where commcare_user_id is not null))
+cross join phones
+where
+    w.commcare_user_id is null
+    and not se.should_close
+    and (w.mapped_by is not null or phones.in_use)
