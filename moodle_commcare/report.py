@@ -134,7 +134,9 @@ def print_status(console: Console, path, runs: list) -> None:  # type: ignore[no
                     f"{summary.get('commcare_enrolment_cases', '?')} enrolment cases, "
                     + (f"{summary['commcare_student_course_cases']} students' own course cases, "
                        if summary.get("commcare_student_course_cases") else "")
-                    + f"{summary.get('commcare_unowned_cases', '?')} without owner")
+                    + f"{summary.get('commcare_unowned_cases', '?')} without owner"
+                    + (f", {summary['commcare_unmapped_students']} students without a worker of their own"
+                       if summary.get("commcare_unmapped_students") else ""))
         else:
             parts = []
             for case_type in [t.name for t in CASE_TYPES]:

@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Union
 
-from .warehouse import CASE_TYPES, UNOWNED_TABLE, Warehouse, scalar
+from .warehouse import CASE_TYPES, UNMAPPED_TABLE, UNOWNED_TABLE, Warehouse, scalar
 
 Where = Union[Warehouse, Path, str, None]  # a warehouse, or what Warehouse.of reads as one
 
@@ -169,7 +169,7 @@ def _run_transform(warehouse: Warehouse, dbt_vars: Optional[Dict[str, Any]], sel
     if not result.success:
         raise TransformError("dbt build failed:\n  " + "\n  ".join(failures or ["see dbt's output above"]))
     with warehouse.connect(read_only=True) as con:
-        for table in [t.table for t in CASE_TYPES] + [UNOWNED_TABLE]:
+        for table in [t.table for t in CASE_TYPES] + [UNOWNED_TABLE, UNMAPPED_TABLE]:
             summary[table] = scalar(con, f"select count(*) from {warehouse.mart(table)}")
     warehouse.set_marker(markers.TRANSFORM_BUILD, "complete")
     warehouse.record("transform", "ok", began, summary)

@@ -23,7 +23,8 @@ import duckdb
 from . import database, markers, runlock, runlog
 from .database import UTC_NOW_SQL, WarehouseBusy, one, scalar
 
-__all__ = ["Warehouse", "WarehouseConfigError", "WarehouseBusy", "CaseType", "CASE_TYPES", "resolve", "one",
+__all__ = ["Warehouse", "WarehouseConfigError", "WarehouseBusy", "CaseType", "CASE_TYPES", "UNOWNED_TABLE",
+           "UNMAPPED_TABLE", "resolve", "one",
            "scalar", "UTC_NOW_SQL"]
 
 DEFAULT_FILE = "moodle.duckdb"
@@ -58,6 +59,7 @@ CASE_TYPES: Tuple[CaseType, ...] = (
              student_owned=True),  # child of its course case
 )
 UNOWNED_TABLE = "commcare_unowned_cases"  # cases no CommCare owner maps to: reported, never exported
+UNMAPPED_TABLE = "commcare_unmapped_students"  # students without a mobile worker of their own: coach-only
 
 
 class WarehouseConfigError(ValueError):

@@ -147,8 +147,11 @@ def test_a_student_without_a_worker_gets_nothing_and_is_listed(
     assert any(c.properties.get("moodle_user_id") == str(unmapped) for c in hq.cases.values()
                if c.case_type == "course_enrolment")
     with duckdb.connect(str(db), read_only=True) as con:
-        reasons = dict(con.execute("select moodle_user_id, any_value(reason) from commcare.commcare_unowned_cases "
-                                   "where case_type = 'student_course' group by 1").fetchall())
+        reasons = dict(con.execute("select moodle_user_id, reason from commcare.commcare_unmapped_students")
+                       .fetchall())
+        unowned = con.execute("select count(*) from commcare.commcare_unowned_cases where case_type in "
+                              "('course', 'student_course')").fetchone()
+    assert unowned == (0,), "every course has an owner: nothing of the students' own is unowned"
     assert "no CommCare mobile worker" in reasons[unmapped]
     assert all("worker-shared is mapped to 2 Moodle students" in reasons[u] for u in shared)
     assert not set(mapped) & set(reasons)

@@ -1,10 +1,5 @@
 -- Cases that cannot be exported because no CommCare owner applies: add a row to seeds/commcare_owner_map.csv
 -- for the course or its category, or set var commcare_default_owner_id.
-with phones as (  -- students' own phones are in use once anyone is mapped
-    select count(commcare_user_id) > 0 as in_use
-    from {{ ref('int_commcare__student_workers') }}
-)
-
 select
     'student' as case_type,
     external_id,
@@ -52,19 +47,3 @@ select
 from {{ ref('int_commcare__student_courses') }} as sc
 where sc.course_owner_id is null and not sc.should_close
 
-union all
-
--- students with no worker of their own, listed once a programme maps any: they stay coach-only
-select
-    'student_course' as case_type,
-    'moodle-' || se.site_key || '-sc-' || se.course_id || '-' || se.user_id as external_id,
-    se.user_id as moodle_user_id,
-    se.course_id as moodle_course_id,
-    w.unmapped_reason as reason
-from {{ ref('int_commcare__student_workers') }} as w
-inner join {{ ref('int_commcare__student_enrolments') }} as se using (user_id)
-cross join phones
-where
-    w.commcare_user_id is null
-    and not se.should_close
-    and (w.mapped_by is not null or phones.in_use)
