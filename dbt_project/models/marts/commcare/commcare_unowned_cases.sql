@@ -46,4 +46,3 @@ select
     'course ' || sc.course_shortname || ' maps to no CommCare owner' as reason
 from {{ ref('int_commcare__student_courses') }} as sc
 where sc.course_owner_id is null and not sc.should_close
-
