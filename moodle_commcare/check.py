@@ -79,51 +79,40 @@ def check_commcare_end(report: CheckReport, warehouse: Optional[Warehouse] = Non
     report.seconds[COMMCARE] = time.monotonic() - started
 
 
-def planned_student_workers(warehouse: Optional[Warehouse]) -> Set[str]:
-    """The mobile workers of students with cases of their own to send (none before a transform)."""
+def _mart_owner_ids(warehouse: Optional[Warehouse], student_owned: bool, where: str = "") -> Set[str]:
+    """The distinct owner ids of the case tables a student's own worker owns (student_owned) or the owner map gives;
+    none when the warehouse cannot be read or a table is not built yet."""
+    owners: Set[str] = set()
     if warehouse is None or not warehouse.exists():
-        return set()
+        return owners
     try:
         con = warehouse.connect(read_only=True)
     except Exception:  # noqa: BLE001 - busy or not a warehouse yet
-        return set()
-    workers: Set[str] = set()
+        return owners
     try:
-        for case_type in (t for t in CASE_TYPES if t.student_owned):
-            rows = con.execute(f"select distinct owner_id from {case_type.relation} where owner_id is not null "
-                               "and close is null").fetchall()
-            workers.update(str(r[0]) for r in rows if str(r[0]).strip())
-    except Exception:  # noqa: BLE001 - no case tables yet (no transform has run)
-        return set()
+        for case_type in (t for t in CASE_TYPES if t.student_owned == student_owned):
+            try:
+                rows = con.execute(f"select distinct owner_id from {case_type.relation} "
+                                   f"where owner_id is not null{where}").fetchall()
+            except Exception:  # noqa: BLE001 - no case tables yet (no transform has run)
+                continue
+            owners.update(str(r[0]) for r in rows if str(r[0]).strip())
     finally:
         con.close()
-    return workers
+    return owners
+
+
+def planned_student_workers(warehouse: Optional[Warehouse]) -> Set[str]:
+    """The mobile workers of students with cases of their own to send (none before a transform)."""
+    return _mart_owner_ids(warehouse, student_owned=True, where=" and close is null")
 
 
 def planned_owner_ids(warehouse: Optional[Warehouse]) -> Set[str]:
     """The owner ids of the open cases in the warehouse's case tables when it has them (what the export sends), and
-    those of the owner map seed (what the first transform will use)."""
+    those of the owner map seed (what the first transform will use); the students' own workers are apart."""
     from .transform import PROJECT_DIR
 
-    owners: Set[str] = set()
-    if warehouse is not None and warehouse.exists():
-        try:
-            con = warehouse.connect(read_only=True)
-        except Exception:  # noqa: BLE001 - busy or not a warehouse yet: the owner map still says something
-            con = None
-        if con is not None:
-            try:
-                for case_type in CASE_TYPES:
-                    if case_type.student_owned:
-                        continue  # the students' own workers: planned_student_workers
-                    try:
-                        rows = con.execute(f"select distinct owner_id from {case_type.relation} "
-                                           "where owner_id is not null").fetchall()
-                    except Exception:  # noqa: BLE001 - no case tables yet (no transform has run)
-                        continue
-                    owners.update(str(r[0]) for r in rows if str(r[0]).strip())
-            finally:
-                con.close()
+    owners = _mart_owner_ids(warehouse, student_owned=False)
     seed = PROJECT_DIR / "seeds" / "commcare_owner_map.csv"
     if seed.exists():
         with seed.open(newline="", encoding="utf-8") as f:
