@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -102,6 +102,11 @@ class _Answer:
             return False
         kind = self.response.headers.get("Content-Type", "")
         return "html" in kind or self.response.text.lstrip().startswith("<")
+
+    @property
+    def seen(self) -> str:
+        """What came back, for a finding: the HTTP status, or why nothing did."""
+        return f"HTTP {self.status}" if self.response is not None else self.problem
 
     @property
     def empty(self) -> bool:
@@ -330,8 +335,7 @@ class _Checker:
         look = ("Data > Data Dictionary and Applications > each application's case lists (menus): look for case "
                 "types " + " and ".join(repr(w) for w in wanted))
         if answer.status != 200 or not isinstance(body, dict) or not isinstance(body.get("objects"), list):
-            why = ("the role lacks Access APIs" if answer.status in (401, 403) else
-                   f"HTTP {answer.status}" if answer.response is not None else answer.problem)
+            why = "the role lacks Access APIs" if answer.status in (401, 403) else answer.seen
             self.set("commcare.case_types", Status.WARN, f"The project's applications could not be read ({why}), "
                      "and no other API tells which case types a project has: not checked.",
                      self.role("Access APIs") + "; or check by hand: " + look + ".",
@@ -412,8 +416,7 @@ class _Checker:
                      "Ask the server's administrator to enable Case API v2 for the project (on older servers the "
                      "CASE_API_V0_6 feature flag).")
         else:
-            seen = f"HTTP {answer.status}" if answer.response is not None else answer.problem
-            self.set("commcare.case_api", Status.FAIL, f"Case API v2 answered {seen}.",
+            self.set("commcare.case_api", Status.FAIL, f"Case API v2 answered {answer.seen}.",
                      "Run the check again; if it lasts, ask the server's administrator.")
         return None
 
@@ -428,14 +431,9 @@ class _Checker:
         valid: Dict[str, str] = {}
         invalid: Dict[str, str] = {}  # id -> why it cannot own cases, with the place to fix it
         refused: List[Tuple[str, str, str]] = []  # (what, permission, its place in the role)
-        for resource, what, permission, label in OWNER_LISTS:
-            if not remaining:
-                break
-            key = _location_key if resource == "location" else _id_key
-            objects, answer = self.http.pages(resource, self.project, remaining, key)
+        for (resource, what, permission, label), key, objects, answer in self._owner_lists(remaining):
             if objects is None:
-                refused.append((what, permission, label) if answer.status in (401, 403) else
-                               (what, "", f"HTTP {answer.status}" if answer.response is not None else answer.problem))
+                refused.append((what, permission, label) if answer.status in (401, 403) else (what, "", answer.seen))
                 continue
             hits = {key(o): o for o in objects if key(o) in remaining}
             if resource == "group":
@@ -464,6 +462,18 @@ class _Checker:
             remaining -= set(hits)
         self._owner_finding(wanted, valid, invalid, remaining, refused)
 
+    def _owner_lists(self, remaining: Set[str]) -> Iterator[Tuple[Tuple[str, str, str, str],
+                                                               Callable[[Dict[str, Any]], str],
+                                                               Optional[List[Dict[str, Any]]], _Answer]]:
+        """Each v0.5 list an owner id may be in (OWNER_LISTS order) with its key, read as far as the ids still in
+        `remaining` need; the caller removes the ids it found, and the walk ends when none remain."""
+        for entry in OWNER_LISTS:
+            if not remaining:
+                return
+            key = _location_key if entry[0] == "location" else _id_key
+            objects, answer = self.http.pages(entry[0], self.project, remaining, key)
+            yield entry, key, objects, answer
+
     def student_workers(self, worker_ids: Sequence[str]) -> None:
         """A student's own cases must be owned by a mobile worker: a case-sharing group or a location would put one
         student's grades on every phone of its members (casexml livequery syncs all cases of a user's owner ids).
@@ -477,15 +487,11 @@ class _Checker:
         remaining = set(wanted)
         kinds: Dict[str, str] = {}
         refused = ""
-        for resource, what, _, label in OWNER_LISTS:
-            if not remaining:
-                break
-            key = _location_key if resource == "location" else _id_key
-            objects, answer = self.http.pages(resource, self.project, remaining, key)
+        for (resource, what, _, label), key, objects, answer in self._owner_lists(remaining):
             if objects is None:
                 if resource == "user":
-                    refused = self.role(label) if answer.status in (401, 403) else f"the {what} list answered " + (
-                        f"HTTP {answer.status}" if answer.response is not None else answer.problem)
+                    refused = (self.role(label) if answer.status in (401, 403) else
+                               f"the {what} list answered {answer.seen}")
                     break
                 continue
             for o in objects:
