@@ -21,7 +21,7 @@
 
 {# A date as a phone shows it and CommCare's date properties take it (YYYY-MM-DD, UTC). #}
 {% macro phone_date(ts) -%}
-    strftime({{ ts }}, '%Y-%m-%d')
+    {{ date_text(ts) }}
 {%- endmacro %}
 
 {# What kind of activity a module is, in a word a student knows. #}
@@ -34,12 +34,18 @@
     end
 {%- endmacro %}
 
-{# One grade as "85/100", "-/100" before grading, or Moodle's own text where there is no range (scales). #}
+{# One grade as "85/100", "12.5/20", "-/100" before grading, or Moodle's own text where there is no range (scales). #}
 {% macro grade_text(alias) -%}
     case
         when {{ alias }}.grade_raw is not null and {{ alias }}.grade_max is not null
-            then format('{:g}', round({{ alias }}.grade_raw, 2)) || '/' || format('{:g}', round({{ alias }}.grade_max, 2))
-        when {{ alias }}.grade_max is not null then '-/' || format('{:g}', round({{ alias }}.grade_max, 2))
+            then {{ grade_number(alias ~ '.grade_raw') }} || '/' || {{ grade_number(alias ~ '.grade_max') }}
+        when {{ alias }}.grade_max is not null then '-/' || {{ grade_number(alias ~ '.grade_max') }}
         else coalesce({{ alias }}.grade_formatted, '-')
     end
+{%- endmacro %}
+
+{# A grade's number as text, to two decimals without trailing zeros: 85, 12.5, 7.25. The same text on every
+   warehouse: the rounded double goes through a decimal, whose text DuckDB and PostgreSQL write alike. #}
+{% macro grade_number(value) -%}
+    rtrim(rtrim(cast(cast({{ round_double(value, 2) }} as decimal(38, 2)) as varchar), '0'), '.')
 {%- endmacro %}

@@ -9,16 +9,17 @@ with category_path as (
         p.depth
     from {{ ref('stg_moodle__courses') }} as c
     inner join {{ ref('stg_moodle__course_categories') }} as cat using (category_id)
-    cross join unnest(string_split(trim(cat.category_path, '/'), '/')) with ordinality as p (ancestor_id, depth)
+    cross join unnest({{ split_text("trim(cat.category_path, '/')", "'/'") }}) with ordinality as p (ancestor_id, depth)
 ),
 
-by_category as (
+by_category as (  -- the nearest mapped category: the deepest on the path
+    {% call first_row('cp.course_id', 'cp.depth desc') %}
     select
         cp.course_id,
         m.owner_id
     from category_path as cp
     inner join {{ ref('int_commcare__owner_map') }} as m on m.scope = 'category' and cp.ancestor_id = m.moodle_id
-    qualify row_number() over (partition by cp.course_id order by cp.depth desc) = 1
+    {% endcall %}
 )
 
 select

@@ -22,8 +22,11 @@ select
     e.user_id,
     coalesce(d.activities_done, 0) as activities_done,
     coalesce(t.activities_total, 0) as activities_total,
-    case when t.activities_total > 0 then round(100.0 * coalesce(d.activities_done, 0) / t.activities_total, 1) end
-        as activities_percent
+    case
+        when t.activities_total > 0
+            then {{ round_double('100.0 * coalesce(d.activities_done, 0) / cast(t.activities_total as '
+                ~ type_double() ~ ')', 1) }}
+    end as activities_percent
 from {{ ref('int_moodle__enrolments') }} as e
 inner join {{ ref('stg_moodle__courses') }} as c using (course_id)
 left join tracked as t using (course_id)

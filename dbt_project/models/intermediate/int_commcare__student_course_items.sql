@@ -88,7 +88,7 @@ next_due as (
     select
         course_id,
         user_id,
-        arg_min(assignment_name, due_at) as next_due_item,
+        {{ min_by('assignment_name', 'line_order') }} as next_due_item,  -- the first of to_do's order
         cast(min(due_at) as date) as next_due_date
     from assignments
     where submitted_at is null and due_at >= {{ as_of() }}

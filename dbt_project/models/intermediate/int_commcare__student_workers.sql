@@ -29,8 +29,7 @@ by_seed as (  -- a username listed twice with different workers maps to neither
 by_field as (
     select
         user_id,
-        nullif(trim(json_extract_string(custom_fields, '$."{{ field | replace("'", "") | replace('"', '') }}"')), '')
-            as commcare_user_id
+        nullif(trim({{ json_text('custom_fields', field) }}), '') as commcare_user_id
     from {{ ref('stg_moodle__users') }}
 ),
 {% endif %}

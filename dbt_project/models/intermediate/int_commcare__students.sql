@@ -6,8 +6,8 @@ with per_student as (
         user_id,
         count(case when enrolment_status = 'active' then 1 end) as active_course_count,
         coalesce(
-            arg_min(owner_id, course_id) filter (where enrolment_status = 'active' and owner_id is not null),
-            arg_min(owner_id, course_id) filter (where owner_id is not null)
+            {{ min_by('owner_id', 'course_id', where="enrolment_status = 'active' and owner_id is not null") }},
+            {{ min_by('owner_id', 'course_id', where='owner_id is not null') }}
         ) as owner_id,
         count(case when enrolment_status = 'active' and engagement_status in ('at_risk', 'inactive') then 1 end)
             as courses_behind,

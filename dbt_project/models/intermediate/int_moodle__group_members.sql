@@ -4,5 +4,5 @@ select
     cast(g.group_id as bigint) as group_id,
     e.user_id
 from {{ ref('stg_moodle__enrolments') }} as e
-cross join unnest(string_split(e.group_ids, ',')) as g (group_id)
+cross join unnest({{ split_text('e.group_ids', "','") }}) as g (group_id)
 where e.group_ids is not null

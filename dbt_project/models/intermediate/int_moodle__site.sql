@@ -17,4 +17,5 @@ select
     site_name,
     {{ site_key }} as site_key
 from {{ ref('stg_moodle__site_info') }}
-qualify row_number() over (order by extracted_at desc) = 1
+order by extracted_at desc  -- the latest run's row (plain SQL: DuckDB and PostgreSQL alike)
+limit 1

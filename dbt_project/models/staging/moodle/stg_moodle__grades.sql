@@ -14,9 +14,9 @@ select
     coalesce(
         case
             when graderaw is not null and grademax > grademin
-                then round((graderaw - grademin) / (grademax - grademin) * 100, 2)
+                then {{ round_double('(graderaw - grademin) / (grademax - grademin) * 100', 2) }}
         end,
-        try_cast(regexp_extract(percentageformatted, '^\s*([0-9]+(\.[0-9]+)?)', 1) as double)
+        {{ leading_number('percentageformatted') }}
     ) as grade_percent,
     nullif(lettergradeformatted, '-') as grade_letter,  -- only when the user report shows letters
     {{ moodle_ts('gradedategraded') }} as graded_at,
