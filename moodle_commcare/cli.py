@@ -22,9 +22,10 @@ from .runlog import utcnow
 from .warehouse import Warehouse
 
 WAREHOUSE_OPTION = typer.Option(
-    None, "--warehouse", "--duckdb", metavar="FILE",
-    help="The warehouse: a DuckDB file, or duckdb:///path/to/file.duckdb (default: $MOODLE_COMMCARE_WAREHOUSE, else "
-         "./moodle.duckdb). --duckdb is its former name.")
+    None, "--warehouse", "--duckdb", metavar="WAREHOUSE",
+    help="The warehouse: a DuckDB file (or duckdb:///path/to/file.duckdb), or a PostgreSQL database "
+         "postgresql://USER@HOST:PORT/DATABASE, its password in $MOODLE_COMMCARE_WAREHOUSE_PASSWORD (default: "
+         "$MOODLE_COMMCARE_WAREHOUSE, else ./moodle.duckdb). --duckdb is its former name.")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
@@ -163,7 +164,7 @@ def extract(
     course_id: Optional[List[int]] = typer.Option(None, "--course-id", help="Limit to these courses (repeatable)."),
     skip_check: bool = SKIP_CHECK_OPTION,
 ) -> None:
-    """Load the configured Moodle site (.dlt/config.toml, .dlt/secrets.toml, SOURCES__MOODLE__*) into DuckDB."""
+    """Load the configured Moodle site (.dlt/config.toml, .dlt/secrets.toml, SOURCES__MOODLE__*) into the warehouse."""
     options: Dict[str, Any] = {"full_refresh": True} if full_refresh else {}
     if course_id:
         options["course_ids"] = course_id
@@ -445,8 +446,9 @@ def status(
 
 @app.command()
 def demo(
-    warehouse: str = typer.Option("moodle.duckdb", "--warehouse", "--duckdb", metavar="FILE",
-                                  help="The warehouse to load into (a DuckDB file); --duckdb is its former name."),
+    warehouse: str = typer.Option("moodle.duckdb", "--warehouse", "--duckdb", metavar="WAREHOUSE",
+                                  help="The warehouse to load into: a DuckDB file, or postgresql://USER@HOST:PORT/DB; "
+                                       "--duckdb is its former name."),
     students: int = typer.Option(150, help="Students in the generated demo school."),
     courses: int = typer.Option(12, help="Courses in the generated demo school."),
 ) -> None:
@@ -477,7 +479,7 @@ def demo(
         console.rule("0. Check: is each end set up as the connector needs?")
         _check_both(wh, moodle_settings, commcare_settings, owner_ids=demo_settings.OWNERS,
                     student_workers=set(phones.values()))
-        console.rule("1. Extract: Moodle emulator → DuckDB")
+        console.rule(f"1. Extract: Moodle emulator → {wh.engine}")
         console.print(f"Moodle emulator serving a demo school at {moodle.base_url}")
         _extract(wh, skip_check=True, **moodle_settings)
         console.rule("2. Transform: dbt → CommCare case tables")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Tuple, Type
 
 import duckdb
 
@@ -14,6 +14,25 @@ import duckdb
 # 160MB keeps a district's run (15,000 students) under 600 MB with Python and dbt beside it, and builds up to six
 # times that (90,000 students; not ten times: raise it, e.g. to 512MB, for such a site). See the README's Performance.
 DEFAULT_MEMORY_LIMIT = "160MB"
+
+
+try:  # the PostgreSQL warehouse's driver is an optional extra (pip install 'moodle-commcare[postgres]')
+    import psycopg2
+    import psycopg2.errors
+
+    _PG_ERRORS: Tuple[Type[BaseException], ...] = (psycopg2.Error,)
+    _PG_MISSING: Tuple[Type[BaseException], ...] = (psycopg2.errors.UndefinedTable,
+                                                     psycopg2.errors.InvalidSchemaName)
+except ImportError:  # pragma: no cover - the extra is installed wherever a PostgreSQL warehouse is used
+    _PG_ERRORS = _PG_MISSING = ()
+
+# What either engine raises: any database error, and "no such table" (a stage's tables before its first run).
+DB_ERRORS: Tuple[Type[BaseException], ...] = (duckdb.Error, *_PG_ERRORS)
+MISSING_TABLE: Tuple[Type[BaseException], ...] = (duckdb.CatalogException, *_PG_MISSING)
+
+
+# A warehouse connection: DuckDB's, or postgres.PgConnection, which answers the same calls.
+Connection = Any
 
 
 class WarehouseBusy(Exception):

@@ -10,7 +10,7 @@ import errno
 from enum import IntEnum
 from typing import Iterator, Optional, Tuple
 
-import duckdb
+from .database import DB_ERRORS
 
 
 class ExitCode(IntEnum):
@@ -21,7 +21,7 @@ class ExitCode(IntEnum):
     ROWS_REJECTED = 3  # the export finished, but CommCare rejected some rows (they are re-sent next run)
     MOODLE = 4  # Moodle could not be reached, refused, or hid data the cases need
     COMMCARE = 5  # CommCare could not be reached or refused; the cases stay pending
-    BUSY = 6  # another run, or an analyst's session, holds the warehouse
+    BUSY = 6  # another run, or an analyst's session, holds the warehouse; or its PostgreSQL server is unreachable
     NOT_READY = 7  # the warehouse is not ready for this step (half-loaded extract, site moved, no case tables...)
     MASS_CHANGE = 8  # the export would close or update too many cases; nothing was sent
     DISK_FULL = 9  # a disk (or a file-size limit) is full; nothing half-written is kept
@@ -58,7 +58,7 @@ def disk_full(exc: BaseException) -> Optional[BaseException]:
     for cause in causes(exc):
         if isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS:
             return cause
-        if isinstance(cause, (duckdb.Error, OSError)) and any(t in str(cause).lower() for t in _DISK_TEXTS):
+        if isinstance(cause, (*DB_ERRORS, OSError)) and any(t in str(cause).lower() for t in _DISK_TEXTS):
             return cause
     return None
 
@@ -68,6 +68,7 @@ def classify(exc: BaseException) -> Optional[Tuple[ExitCode, BaseException]]:
     from exports.commcare import errors as commcare
     from pipelines.moodle import errors as moodle
 
+    from .postgres import PostgresUnavailable
     from .runlock import RunLocked
     from .transform import TransformError
     from .warehouse import WarehouseBusy, WarehouseConfigError
@@ -80,7 +81,7 @@ def classify(exc: BaseException) -> Optional[Tuple[ExitCode, BaseException]]:
             return ExitCode.INTERRUPTED, cause
         for kinds, code in (
             ((moodle.MoodleConfigError, commcare.CommCareConfigError, WarehouseConfigError), ExitCode.SETTINGS),
-            ((RunLocked, WarehouseBusy), ExitCode.BUSY),
+            ((RunLocked, WarehouseBusy, PostgresUnavailable), ExitCode.BUSY),
             ((TransformError, commcare.CommCareNotReady), ExitCode.NOT_READY),
             ((commcare.CommCareMassChange,), ExitCode.MASS_CHANGE),
             ((moodle.MoodleError,), ExitCode.MOODLE),

@@ -8,20 +8,20 @@ is set, and says what to run again.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import duckdb
+from .database import MISSING_TABLE, UTC_NOW_SQL
 
-from .database import UTC_NOW_SQL, connect
+if TYPE_CHECKING:
+    from .warehouse import Warehouse
 
 EXTRACT_LOAD = "ops.extract_load"  # 'loading' | 'complete'
 TRANSFORM_BUILD = "ops.transform_build"  # 'building' | 'failed' | 'complete'
 
 
-def set_marker(path: Path, table: str, state: str) -> None:
+def set_marker(db: "Warehouse", table: str, state: str) -> None:
     """Replace the marker's state in one transaction, so a reader never sees none between two states."""
-    con = connect(path)
+    con = db.connect()
     try:
         con.execute("create schema if not exists ops")
         con.execute(f"create table if not exists {table} (state varchar not null, changed_at timestamp not null)")
@@ -30,7 +30,7 @@ def set_marker(path: Path, table: str, state: str) -> None:
         con.close()
 
 
-def _write(con: duckdb.DuckDBPyConnection, table: str, state: str) -> None:
+def _write(con: Any, table: str, state: str) -> None:
     con.execute("begin transaction")
     try:
         con.execute(f"delete from {table}")
@@ -41,21 +41,21 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, state: str) -> None:
         raise
 
 
-def read_marker(path: Path, table: str) -> Optional[str]:
+def read_marker(db: "Warehouse", table: str) -> Optional[str]:
     """The marker's state, or None when the stage never set it (before its first run, or an older version)."""
-    if not path.exists():
+    if not db.exists():
         return None
-    con = connect(path, read_only=True)
+    con = db.connect(read_only=True)
     try:
         return read_marker_on(con, table)
     finally:
         con.close()
 
 
-def read_marker_on(con: duckdb.DuckDBPyConnection, table: str) -> Optional[str]:
+def read_marker_on(con: Any, table: str) -> Optional[str]:
     """read_marker on a connection the caller holds (DuckDB refuses a second, read-only one in-process)."""
     try:
         row = con.execute(f"select state from {table}").fetchone()
-    except duckdb.CatalogException:
+    except MISSING_TABLE:
         return None
     return str(row[0]) if row else None

@@ -18,7 +18,7 @@ from .warehouse import CASE_TYPES
 
 
 def extract_tables(report: ExtractReport) -> list[Table]:
-    rows = Table(title="Tables in DuckDB", title_justify="left")
+    rows = Table(title="Tables in the warehouse", title_justify="left")
     rows.add_column("table")
     rows.add_column("rows loaded this run", justify="right")
     rows.add_column("rows in table", justify="right")
@@ -49,7 +49,7 @@ def print_extract(console: Console, report: ExtractReport) -> None:
         for w in report.warnings:
             hidden.add_row(w["what"], w["fix"])
         console.print(hidden)
-    console.print(f"Loaded into [bold]{report.duckdb}[/] (dataset moodle_raw) in {report.seconds:.1f}s.")
+    console.print(f"Loaded into [bold]{report.where or report.duckdb}[/] (dataset moodle_raw) in {report.seconds:.1f}s.")
 
 
 def print_cases(console: Console, report: TransformReport, summary: list[dict]) -> None:

@@ -64,7 +64,7 @@ def run_lock(db: Path, stage: str, wait: float = 0.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise RunLocked(_refusal(db, _read(fd), wait)) from None
+                    raise RunLocked(refusal(db, _read(fd), wait)) from None
                 time.sleep(min(WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"stage": stage, "pid": os.getpid(), "host": socket.gethostname(),
@@ -105,7 +105,7 @@ def _read(fd: int) -> Dict[str, Any]:
         return {}
 
 
-def _refusal(db: Path, note: Dict[str, Any], waited: float = 0.0) -> str:
+def refusal(db: object, note: Dict[str, Any], waited: float = 0.0) -> str:
     who = (f"its {note.get('stage')} (process {note.get('pid')} on {note.get('host')}, since {note.get('started_at')})"
            if note else "its run")
     after = f" (still, after waiting {waited:g} s)" if waited > 0 else ""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-import duckdb
+from .database import DB_ERRORS, scalar
 
-from .database import connect, scalar
+if TYPE_CHECKING:
+    from .warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +19,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def record(db: Path, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
-           con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
+def record(db: "Warehouse", stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+           con: Optional[Any] = None) -> None:
     """Append a run; never holds a secret (summaries are counts and paths)."""
     own = con is None
-    con = con or connect(db)
+    con = con or db.connect()
     try:
         con.execute("create schema if not exists ops")
         con.execute("""create table if not exists ops.run_log (
@@ -35,35 +35,36 @@ def record(db: Path, stage: str, status: str, started_at: datetime, summary: Dic
             con.close()
 
 
-def record_failure(db: Path, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
-                   con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
+def record_failure(db: "Warehouse", stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+                   con: Optional[Any] = None) -> None:
     """Record a run that is failing: if the log cannot be written either (the disk that stopped the run is
     full, or the file is held), say so in the log and let the error that stopped the run be the one shown."""
     try:
         record(db, stage, status, started_at, summary, con=con)
-    except (duckdb.Error, OSError) as exc:
+    except (*DB_ERRORS, OSError) as exc:  # type: ignore[misc]  # a tuple of exception classes
         log.warning("Could not record the failed %s in ops.run_log: %s", stage, str(exc).splitlines()[0])
 
 
-def latest(db: Path) -> List[Dict[str, Any]]:
+def latest(db: "Warehouse") -> List[Dict[str, Any]]:
     """The last run of each stage."""
     return _runs(db, """
-        select stage, status, started_at, finished_at, summary from ops.run_log
-        qualify row_number() over (partition by stage order by finished_at desc) = 1
+        select stage, status, started_at, finished_at, summary from (
+            select *, row_number() over (partition by stage order by finished_at desc) as _n from ops.run_log
+        ) as runs where _n = 1
         order by case stage when 'extract' then 1 when 'transform' then 2 else 3 end""")
 
 
-def recent(db: Path, stage: str, limit: int = 10) -> List[Dict[str, Any]]:
+def recent(db: "Warehouse", stage: str, limit: int = 10) -> List[Dict[str, Any]]:
     """The last `limit` runs of one stage (e.g. sync), newest first."""
     return _runs(db, "select stage, status, started_at, finished_at, summary from ops.run_log where stage = ? "
                      "order by finished_at desc limit ?", [stage, limit])
 
 
-def _runs(db: Path, sql: str, params: Optional[List[Any]] = None) -> List[Dict[str, Any]]:
+def _runs(db: "Warehouse", sql: str, params: Optional[List[Any]] = None) -> List[Dict[str, Any]]:
     """Runs the query selects from ops.run_log; none before the warehouse or its log exists."""
     if not db.exists():
         return []
-    with connect(db, read_only=True) as con:
+    with db.connect(read_only=True) as con:
         exists = scalar(con, "select count(*) from information_schema.tables "
                              "where table_schema = 'ops' and table_name = 'run_log'")
         if not exists:

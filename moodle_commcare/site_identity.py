@@ -11,12 +11,12 @@ whether it is the same site (keep the key) or another one (a new warehouse).
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-import duckdb
+from .database import MISSING_TABLE, UTC_NOW_SQL
 
-from .database import UTC_NOW_SQL, connect
+if TYPE_CHECKING:
+    from .warehouse import Warehouse
 
 TABLE = "ops.site_identity"
 
@@ -32,13 +32,13 @@ def slug(url: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
 
 
-def pin(db: Path, dbt_vars: Optional[Dict[str, Any]], accept_move: bool = False) -> Optional[str]:
+def pin(db: "Warehouse", dbt_vars: Optional[Dict[str, Any]], accept_move: bool = False) -> Optional[str]:
     """The site key for this transform: pinned at the first run, checked on every other. None before any extract."""
-    con = connect(db)
+    con = db.connect()
     try:
         try:
             row = con.execute("select siteurl from moodle_raw.site_info order by extracted_at desc limit 1").fetchone()
-        except duckdb.CatalogException:
+        except MISSING_TABLE:
             return None
         if row is None:
             return None

@@ -147,7 +147,7 @@ def _run_transform(warehouse: Warehouse, dbt_vars: Optional[Dict[str, Any]], sel
             "extract` again: it finishes the interrupted load first, then this transform can run.")
     if warehouse.exists():
         try:
-            key = site_identity.pin(warehouse.path, dbt_vars, accept_move=accept_site_move)
+            key = site_identity.pin(warehouse, dbt_vars, accept_move=accept_site_move)
         except site_identity.SiteMoved as exc:
             raise TransformError(str(exc)) from None
         if key is not None:
@@ -191,7 +191,7 @@ def case_summary(db: Where = None) -> List[Dict[str, Any]]:
             f"from {t.relation}" for t in CASE_TYPES)
         rows = con.execute(f"""
             select case_type, engagement_status, count(*) filter (where close is null), count(*) filter (where close = 'yes')
-            from ({cases}) group by all order by 1, 2""").fetchall()
+            from ({cases}) as cases group by 1, 2 order by 1, 2""").fetchall()
         unowned = con.execute(f"select case_type, count(*) from {warehouse.mart(UNOWNED_TABLE)} group by 1").fetchall()
     out = [{"case_type": t, "engagement_status": s, "open": o, "to_close": c} for t, s, o, c in rows]
     out += [{"case_type": t, "engagement_status": "(no owner: not exported)", "open": n, "to_close": 0} for t, n in unowned]

@@ -2,10 +2,15 @@
 file), its run lock, run log and stage markers, the case-type registry and the names of the marts.
 
 Built from the destination setting (`--warehouse`, else MOODLE_COMMCARE_WAREHOUSE, else the older
-MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb). Today the destination is a DuckDB file, given as a path or as
-`duckdb:///path/file.duckdb`; another engine would be another kind of destination behind the same methods, so
-the stages ask the warehouse for a connection, dlt's destination or dbt's environment and never build them
-from a path themselves. The top of the core: imports the run log, lock and markers, which import database.py.
+MOODLE_COMMCARE_DUCKDB, else `destination` under `[warehouse]` in .dlt/config.toml, else ./moodle.duckdb). Two
+engines stand behind the same methods:
+- a DuckDB file (the default), given as a path or `duckdb:///path/file.duckdb` (MotherDuck is DuckDB too, but
+  this version opens local files only: README "A server warehouse");
+- a PostgreSQL database, given as `postgresql://user@host:port/dbname`, its password in the URL, in
+  MOODLE_COMMCARE_WAREHOUSE_PASSWORD, in `password` under `[warehouse]` in .dlt/secrets.toml, or libpq's own
+  PGPASSWORD / ~/.pgpass.
+The stages ask the warehouse for a connection, dlt's destination or dbt's environment and never build them
+themselves. The top of the core: imports the run log, lock and markers, which import database.py.
 """
 
 from __future__ import annotations
@@ -18,10 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import duckdb
-
 from . import database, markers, runlock, runlog
 from .database import UTC_NOW_SQL, WarehouseBusy, one, scalar
+from .postgres import PASSWORD_ENV, SCHEMES, PgSettings
 
 __all__ = ["Warehouse", "WarehouseConfigError", "WarehouseBusy", "CaseType", "CASE_TYPES", "UNOWNED_TABLE",
            "UNMAPPED_TABLE", "resolve", "one",
@@ -29,6 +33,7 @@ __all__ = ["Warehouse", "WarehouseConfigError", "WarehouseBusy", "CaseType", "CA
 
 DEFAULT_FILE = "moodle.duckdb"
 DESTINATION_ENV = "MOODLE_COMMCARE_WAREHOUSE"
+STATE_DIR_ENV = "MOODLE_COMMCARE_STATE_DIR"  # a server warehouse's local working folders (dlt, dbt, logs): else .
 LEGACY_ENV = "MOODLE_COMMCARE_DUCKDB"  # the setting's name before it named the warehouse rather than the engine
 
 RAW_SCHEMA = "moodle_raw"  # what the dlt source loads
@@ -68,10 +73,19 @@ class WarehouseConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Warehouse:
-    """One warehouse (a DuckDB file). Stages take one, or anything `Warehouse.of` reads as one."""
+    """One warehouse: a DuckDB file, or a PostgreSQL database (`postgres` set). Stages take one, or anything
+    `Warehouse.of` reads as one.
+
+    `path` is the DuckDB file; for PostgreSQL it names the local folder's entry for the database (never a file
+    itself): dlt's working folder, dbt's artifacts, the sync log and the webhook events live beside it."""
 
     path: Path
     memory_limit: str = field(default_factory=database.default_memory_limit)
+    postgres: Optional[PgSettings] = None
+
+    @property
+    def engine(self) -> str:
+        return "postgres" if self.postgres else "duckdb"
 
     # ------------------------------------------------------------------ building one
     @classmethod
@@ -85,11 +99,15 @@ class Warehouse:
 
     @classmethod
     def from_setting(cls) -> "Warehouse":
-        """From MOODLE_COMMCARE_WAREHOUSE, else MOODLE_COMMCARE_DUCKDB, else ./moodle.duckdb."""
+        """From MOODLE_COMMCARE_WAREHOUSE, else MOODLE_COMMCARE_DUCKDB, else [warehouse] destination in dlt's
+        config (.dlt/config.toml, or WAREHOUSE__DESTINATION), else ./moodle.duckdb."""
         for name in (DESTINATION_ENV, LEGACY_ENV):
             value = os.environ.get(name, "").strip()
             if value:
                 return cls.from_destination(value, setting=name)
+        configured = _dlt_setting("warehouse.destination", secret=False)
+        if configured:
+            return cls.from_destination(configured, setting="[warehouse] destination in .dlt/config.toml")
         return cls(Path(DEFAULT_FILE).resolve())
 
     @classmethod
@@ -98,12 +116,15 @@ class Warehouse:
         naming the setting, and without the rest of the URL: a database URL may carry a password."""
         text = str(destination).strip()
         scheme, sep, rest = text.partition("://")
+        if sep and scheme.lower() in SCHEMES:
+            return cls.for_postgres(PgSettings.from_url(text, setting, password=_password()))
         if sep and scheme.lower() == "duckdb":
             text = rest[1:] if rest.startswith("/") else rest  # duckdb:///x: relative x; duckdb:////x: absolute /x
         elif sep:
             raise WarehouseConfigError(
-                f"{setting} names a {scheme}:// destination: this version keeps the warehouse in a DuckDB file. Give "
-                "a file path (e.g. /srv/moodle-commcare/moodle.duckdb) or duckdb:///path/to/moodle.duckdb.")
+                f"{setting} names a {scheme}:// destination: this version keeps the warehouse in a DuckDB file or a "
+                "PostgreSQL database. Give a file path (e.g. /srv/moodle-commcare/moodle.duckdb), "
+                "duckdb:///path/to/moodle.duckdb, or postgresql://USER@HOST:PORT/DATABASE.")
         if not text:
             raise WarehouseConfigError(f"{setting} is empty: give the warehouse's file, e.g. moodle.duckdb.")
         path = Path(text).expanduser().resolve()
@@ -112,16 +133,33 @@ class Warehouse:
                                        f"it, e.g. {path / DEFAULT_FILE}.")
         return cls(path)
 
+    @classmethod
+    def for_postgres(cls, settings: PgSettings) -> "Warehouse":
+        """A PostgreSQL warehouse, its local folders under MOODLE_COMMCARE_STATE_DIR (else the current folder)."""
+        state = Path(os.environ.get(STATE_DIR_ENV, "").strip() or ".").expanduser().resolve()
+        name = "-".join(part for part in (settings.host, str(settings.port), settings.dbname))
+        return cls(state / ("postgres-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in name)),
+                   postgres=settings)
+
     def __str__(self) -> str:
-        return str(self.path)
+        return str(self.postgres) if self.postgres else str(self.path)
 
     # ------------------------------------------------------------------ the engine
     def exists(self) -> bool:
-        """False before the first extract created the file."""
-        return self.path.exists()
+        """False before the first extract created the file (on PostgreSQL: the raw or ops schema)."""
+        if self.postgres is None:
+            return self.path.exists()
+        with self.connect() as con:
+            return bool(scalar(con, "select count(*) from information_schema.schemata "
+                                    "where schema_name in (?, ?)", [RAW_SCHEMA, OPS_SCHEMA]))
 
-    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A connection with the warehouse's memory cap; WarehouseBusy when another program holds the file."""
+    def connect(self, read_only: bool = False) -> Any:
+        """A connection: DuckDB's with the warehouse's memory cap (WarehouseBusy when another program holds the
+        file), or a PostgreSQL one that answers the same calls (postgres.PgConnection)."""
+        if self.postgres is not None:
+            from . import postgres
+
+            return postgres.connect(self.postgres)
         return database.connect(self.path, read_only=read_only, memory_limit=self.memory_limit)
 
     def busy(self) -> WarehouseBusy:
@@ -130,6 +168,11 @@ class Warehouse:
     def dlt_destination(self) -> Any:
         """dlt's destination for this warehouse, with the same memory cap as every other connection."""
         import dlt
+
+        if self.postgres is not None:
+            from .postgres_dlt import dlt_credentials
+
+            return dlt.destinations.postgres(credentials=dlt_credentials(self.postgres))
         from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
         credentials = DuckDbCredentials(str(self.path))
@@ -143,7 +186,10 @@ class Warehouse:
 
     def dbt_env(self) -> Dict[str, str]:
         """What dbt's profile (dbt_project/profiles.yml) reads to open this warehouse."""
-        return {LEGACY_ENV: str(self.path), "MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT": self.memory_limit}
+        if self.postgres is not None:
+            return self.postgres.dbt_env()
+        return {"MOODLE_COMMCARE_DBT_TARGET": "local", LEGACY_ENV: str(self.path),
+                "MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT": self.memory_limit}
 
     @property
     def dbt_artifacts_dir(self) -> Path:
@@ -165,7 +211,13 @@ class Warehouse:
     # ------------------------------------------------------------------ lock, run log, markers
     def run_lock(self, stage: str, wait: float = 0.0) -> AbstractContextManager[None]:
         """One run at a time on this warehouse (runlock.py): RunLocked when another process has it still after
-        `wait` seconds (0: at once)."""
+        `wait` seconds (0: at once). On PostgreSQL an advisory lock, so runs on different machines exclude
+        each other too."""
+        if self.postgres is not None:
+            from . import postgres
+
+            return postgres.advisory_lock(self.postgres, stage, wait, lambda note, waited: runlock.RunLocked(
+                runlock.refusal(self, note, waited)))
         return runlock.run_lock(self.path, stage, wait)
 
     @property
@@ -173,13 +225,16 @@ class Warehouse:
         """The read-only copy `sync` publishes for analysts: moodle.duckdb -> moodle.analysts.duckdb."""
         return self.path.with_name(f"{self.path.stem}.analysts{self.path.suffix or '.duckdb'}")
 
-    def publish_analysts_copy(self) -> Path:
+    def publish_analysts_copy(self) -> Optional[Path]:
         """Copy the warehouse, whole and consistent, to `analysts_copy`, swapping it in at once (os.replace).
 
         DuckDB lets one process write a file, and a reader's lock (even read_only) keeps the writer out: an analyst
         left connected at night would stop the run. So analysts open this copy instead. A connection already open on
         the old copy keeps reading it (the replaced file lives on until that connection closes), new connections get
-        the new one, and the next publish never waits for either. Call it under the run lock, no connection open."""
+        the new one, and the next publish never waits for either. Call it under the run lock, no connection open.
+        None on PostgreSQL: analysts read the server, which lets readers and the run work side by side."""
+        if self.postgres is not None:
+            return None
         con = self.connect()
         try:
             con.execute("checkpoint")  # everything in the file itself, nothing left in the write-ahead log
@@ -197,27 +252,48 @@ class Warehouse:
         return target
 
     def lock_holder(self) -> Optional[Dict[str, Any]]:
+        if self.postgres is not None:
+            from . import postgres
+
+            return postgres.lock_holder(self.postgres)
         return runlock.holder(self.path)
 
     def record(self, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
-               con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
-        runlog.record(self.path, stage, status, started_at, summary, con=con)
+               con: Optional[Any] = None) -> None:
+        runlog.record(self, stage, status, started_at, summary, con=con)
 
     def record_failure(self, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
-                       con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
-        runlog.record_failure(self.path, stage, status, started_at, summary, con=con)
+                       con: Optional[Any] = None) -> None:
+        runlog.record_failure(self, stage, status, started_at, summary, con=con)
 
     def last_runs(self) -> List[Dict[str, Any]]:
-        return runlog.latest(self.path)
+        return runlog.latest(self)
 
     def recent_runs(self, stage: str, limit: int = 10) -> List[Dict[str, Any]]:
-        return runlog.recent(self.path, stage, limit)
+        return runlog.recent(self, stage, limit)
 
     def marker(self, table: str) -> Optional[str]:
-        return markers.read_marker(self.path, table)
+        return markers.read_marker(self, table)
 
     def set_marker(self, table: str, state: str) -> None:
-        markers.set_marker(self.path, table, state)
+        markers.set_marker(self, table, state)
+
+
+def _dlt_setting(key: str, secret: bool) -> Optional[str]:
+    """A value from dlt's config or secrets (.dlt/*.toml, or the environment in dlt's spelling), or None."""
+    try:
+        import dlt
+
+        value: Any = (dlt.secrets if secret else dlt.config).get(key)
+    except Exception:  # noqa: BLE001 - an unreadable config file is reported by the stage that needs it
+        return None
+    return str(value).strip() or None if value is not None else None
+
+
+def _password() -> Optional[str]:
+    """The PostgreSQL warehouse's password: MOODLE_COMMCARE_WAREHOUSE_PASSWORD, else [warehouse] password in
+    .dlt/secrets.toml; None leaves it to libpq (PGPASSWORD, ~/.pgpass)."""
+    return os.environ.get(PASSWORD_ENV) or _dlt_setting("warehouse.password", secret=True)
 
 
 def resolve(path: Optional[Path | str] = None) -> Path:

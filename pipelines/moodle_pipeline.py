@@ -1,4 +1,5 @@
-"""Run the Moodle source into DuckDB: `python -m pipelines.moodle_pipeline` or `moodle-commcare extract`.
+"""Run the Moodle source into the warehouse (DuckDB or PostgreSQL): `python -m pipelines.moodle_pipeline` or
+`moodle-commcare extract`.
 
 Settings come from dlt's usual places (.dlt/config.toml, .dlt/secrets.toml, SOURCES__MOODLE__* env vars);
 keyword arguments override them, which is how the demo and the tests point it at the emulator.
@@ -16,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Literal, Optional, Union
 
 # dlt reports anonymous usage to dlthub unless told not to; a school's sync stays on its own machine unless the
 # user turns it on (RUNTIME__DLTHUB_TELEMETRY=true). Set before dlt reads its configuration.
@@ -32,12 +33,12 @@ os.environ.setdefault("EXTRACT__NEXT_ITEM_MODE", "fifo")
 os.environ.setdefault("DATA_WRITER__BUFFER_MAX_ITEMS", "1000")
 
 import dlt  # noqa: E402
-import duckdb  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigurationException  # noqa: E402
 from dlt.common.pipeline import LoadInfo  # noqa: E402
 from dlt.pipeline.exceptions import PipelineStepFailed  # noqa: E402
 
 from moodle_commcare import database, markers, runlog  # noqa: E402
+from moodle_commcare.database import MISSING_TABLE  # noqa: E402
 from moodle_commcare.warehouse import Warehouse  # noqa: E402
 from pipelines.moodle import RequestStats, moodle_source  # noqa: E402
 from pipelines.moodle.errors import MoodleConfigError, MoodleError  # noqa: E402
@@ -65,6 +66,7 @@ class ExtractReport:
     load_info: Optional[LoadInfo] = field(default=None, repr=False)
     warnings: List[Dict[str, Any]] = field(default_factory=list)  # data Moodle hid this run (access_gaps)
     recovered: int = 0  # load packages of an interrupted earlier run that this run finished first
+    where: str = ""  # the warehouse as its setting names it (a file, or a PostgreSQL URL without password)
 
 
 def make_pipeline(db: Union[Warehouse, Path, str], pipelines_dir: Optional[Path] = None) -> dlt.Pipeline:
@@ -130,7 +132,6 @@ def run_extract(
 
 def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progress: Optional[Any],
                  source_options: Dict[str, Any]) -> ExtractReport:
-    path = warehouse.path
     stats = RequestStats()
     pipeline = make_pipeline(warehouse, pipelines_dir)
     started = time.monotonic()
@@ -141,40 +142,40 @@ def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progres
             if pipeline.config.restore_from_destination:  # as run() does: state from DuckDB if the folder is gone
                 pipeline.sync_destination()
             if pipeline.has_pending_data:  # an earlier run stopped mid-way: finish its load before anything else
-                recovered = _finish_interrupted(path, pipeline)
+                recovered = _finish_interrupted(warehouse, pipeline)
             source_options = _without_url_credentials(source_options)
             from pipelines.moodle.config import MoodleSettings, source_arguments
 
             try:
-                source = moodle_source(request_stats=stats, known_enrolments=known_enrolments(path),
+                source = moodle_source(request_stats=stats, known_enrolments=known_enrolments(warehouse),
                                        **source_arguments(source_options))
             except ConfigurationException as exc:  # dlt refused a setting as it read it: a type, a missing value
                 described = MoodleSettings.describe(exc)
                 if described is None:
                     raise
                 raise MoodleConfigError(described) from None
-            # parquet, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB
-            pipeline.extract(source, loader_file_format="parquet")
+            pipeline.extract(source, loader_file_format=loader_file_format(warehouse))
             del source  # the run's reads of the site (every enrolment...) are in the package now: not kept for the load
             release_memory()
             normalized = pipeline.normalize()
-            info = _load(path, pipeline)
+            info = _load(warehouse, pipeline)
         except PipelineStepFailed as exc:
             error = unwrap(exc)
-            _log_failure(path, began, error, stats)
+            _log_failure(warehouse, began, error, stats)
             raise error from None
         except MoodleError as exc:
-            _log_failure(path, began, exc, stats)
+            _log_failure(warehouse, began, exc, stats)
             raise
         finally:
             _forget_trace_if_credentials(pipeline, source_options)
     seconds = time.monotonic() - started
     rows = dict(normalized.row_counts)
     rows.pop("_dlt_pipeline_state", None)
-    report = ExtractReport(duckdb=path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
-                           seconds=seconds, load_info=info, warnings=run_warnings(pipeline), recovered=recovered)
+    report = ExtractReport(duckdb=warehouse.path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
+                           seconds=seconds, load_info=info, warnings=run_warnings(pipeline), recovered=recovered,
+                           where=str(warehouse))
     release_memory()  # the stages after this one (dbt's own process among them) do not carry the extract's memory
-    runlog.record(path, "extract", "ok", began, {"rows_loaded": rows, "requests": stats.total_requests,
+    runlog.record(warehouse, "extract", "ok", began, {"rows_loaded": rows, "requests": stats.total_requests,
                                                  "retries": stats.retries, "seconds": round(seconds, 1),
                                                  "warnings": [f"{w['what']} ({w['fix']})" for w in report.warnings]})
     return report
@@ -202,25 +203,31 @@ def release_memory() -> None:
             pass
 
 
-def load_state(path: Path) -> Optional[str]:
+def loader_file_format(warehouse: Warehouse) -> Literal["csv", "parquet"]:
+    """Parquet into DuckDB, not dlt's default INSERT statements: loading 450k grade rows as SQL text took 9 GB.
+    CSV into PostgreSQL: dlt loads it with COPY (its parquet path needs an ADBC driver)."""
+    return "csv" if warehouse.engine == "postgres" else "parquet"
+
+
+def load_state(db: Union[Warehouse, Path, str, None]) -> Optional[str]:
     """'loading' when the last extract stopped inside its load step (killed, out of memory, disk full)."""
-    return markers.read_marker(path, markers.EXTRACT_LOAD)
+    return markers.read_marker(Warehouse.of(db), markers.EXTRACT_LOAD)
 
 
-def known_enrolments(path: Path) -> Dict[int, Dict[int, bool]]:
+def known_enrolments(warehouse: Warehouse) -> Dict[int, Dict[int, bool]]:
     """Who each course had at its last loaded read, course id -> {user id: is_active} (as int_moodle__enrolments
     reads it: the pairs stamped at or after the course's latest snapshot); {} before the first run. The source
     re-reads a course where one of them is missing or no longer active: offset paging can skip a user when
     someone is unenrolled while the run pages (see enrolments.EnrolmentReader.read_course)."""
-    if not path.exists():
+    if not warehouse.exists():
         return {}
-    con = database.connect(path, read_only=True)
+    con = warehouse.connect(read_only=True)
     try:
         rows = con.execute(
             f'select e.course_id, e.user_id, e.is_active from "{DATASET}".enrolments as e '
             f'join (select course_id, max(extracted_at) as snapshot_at from "{DATASET}".enrolment_snapshots '
             "group by course_id) as s using (course_id) where e.extracted_at >= s.snapshot_at").fetchall()
-    except duckdb.CatalogException:
+    except MISSING_TABLE:
         return {}
     finally:
         con.close()
@@ -230,27 +237,27 @@ def known_enrolments(path: Path) -> Dict[int, Dict[int, bool]]:
     return known
 
 
-def _load(path: Path, pipeline: dlt.Pipeline) -> LoadInfo:
+def _load(warehouse: Warehouse, pipeline: dlt.Pipeline) -> LoadInfo:
     """'loading' from the moment the load step starts until it has finished: dlt merges table by table,
     deleting then inserting, so in between the raw tables do not belong to one run."""
-    markers.set_marker(path, markers.EXTRACT_LOAD, "loading")
+    markers.set_marker(warehouse, markers.EXTRACT_LOAD, "loading")
     info = pipeline.load()
-    markers.set_marker(path, markers.EXTRACT_LOAD, "complete")
+    markers.set_marker(warehouse, markers.EXTRACT_LOAD, "complete")
     return info
 
 
-def _finish_interrupted(path: Path, pipeline: dlt.Pipeline) -> int:
+def _finish_interrupted(warehouse: Warehouse, pipeline: dlt.Pipeline) -> int:
     """Load what an interrupted run had fully extracted (a package is whole once extracted); returns how many
     packages. Only then does this run fetch anything: dlt would otherwise just finish the old one."""
     pipeline.normalize()
-    info = _load(path, pipeline)
+    info = _load(warehouse, pipeline)
     log.warning("Finished loading %d package(s) of an earlier extract that was interrupted.", len(info.loads_ids))
     return len(info.loads_ids)
 
 
-def _log_failure(path: Path, began: Any, error: BaseException, stats: RequestStats) -> None:
-    if path.exists():  # a first run that failed leaves no file behind
-        runlog.record_failure(path, "extract", "failed", began, {"error": str(error), "requests": stats.total_requests})
+def _log_failure(warehouse: Warehouse, began: Any, error: BaseException, stats: RequestStats) -> None:
+    if warehouse.exists():  # a first run that failed leaves no file behind
+        runlog.record_failure(warehouse, "extract", "failed", began, {"error": str(error), "requests": stats.total_requests})
 
 
 def run_warnings(pipeline: dlt.Pipeline) -> List[Dict[str, Any]]:

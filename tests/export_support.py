@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
-
-import duckdb
+from typing import Any, Dict, List, Union
 
 from emulators.commcare import CommCareEmulator
 from exports.commcare import CommCareSettings
+from moodle_commcare.database import MISSING_TABLE
+from moodle_commcare.warehouse import Warehouse
+
+Where = Union[Path, Warehouse]  # a DuckDB file, or any warehouse (the engine tests pass PostgreSQL ones)
 
 OWNERS = {"owner-default", "demo-location-science", "demo-group-biology"}
 
@@ -25,8 +27,8 @@ def settings(hq: CommCareEmulator, tmp_path: Path, **extra: Any) -> CommCareSett
     return CommCareSettings(**values)
 
 
-def mart(db: Path, table: str) -> Dict[str, Dict[str, Any]]:
-    with duckdb.connect(str(db)) as con:
+def mart(db: Where, table: str) -> Dict[str, Dict[str, Any]]:
+    with Warehouse.of(db).connect() as con:
         cur = con.execute(f"select * from commcare.{table}")
         names = [d[0] for d in cur.description]
         return {r[1]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
@@ -45,18 +47,18 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-def current_ids(db: Path, case_type: str) -> Dict[str, str]:
+def current_ids(db: Where, case_type: str) -> Dict[str, str]:
     """The mart's external id -> the id CommCare knows for its current episode (-r<n> after a reopen)."""
-    with duckdb.connect(str(db)) as con:
+    with Warehouse.of(db).connect() as con:
         try:
             rows = con.execute("select external_id, episode from commcare_export.case_ledger where case_type = ?",
                                [case_type]).fetchall()
-        except duckdb.CatalogException:
+        except MISSING_TABLE:
             rows = []
     return {ext: (f"{ext}-r{ep}" if ep else ext) for ext, ep in rows}
 
 
-def assert_store_matches_marts(hq: CommCareEmulator, db: Path) -> None:
+def assert_store_matches_marts(hq: CommCareEmulator, db: Where) -> None:
     """Every open mart case exactly once, open, with the mart's values; every case to close closed or never
     created; every other case in CommCare an earlier, closed episode; no duplicates anywhere."""
     assert hq.duplicates() == {}
@@ -86,7 +88,7 @@ def assert_store_matches_marts(hq: CommCareEmulator, db: Path) -> None:
             assert ext in current or case.closed, f"{ext} is in CommCare, open, but no longer current"
 
 
-def spawn_export(db: Path, hq: CommCareEmulator, tmp_path: Path, *extra: str) -> "subprocess.Popen[bytes]":
+def spawn_export(db: Where, hq: CommCareEmulator, tmp_path: Path, *extra: str) -> "subprocess.Popen[bytes]":
     """`moodle-commcare export --upload` in its own process, so a test can kill it with SIGKILL."""
     env = {**os.environ, "COMMCARE__BASE_URL": hq.base_url, "COMMCARE__PROJECT": hq.domain,
            "COMMCARE__USERNAME": hq.username, "COMMCARE__API_KEY": hq.api_key,

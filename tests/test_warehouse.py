@@ -34,7 +34,9 @@ def test_the_setting_then_the_older_name_then_the_default(tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize("destination, says", [
-    ("postgresql://loader:pa55word@db.school.org/warehouse", "names a postgresql:// destination"),
+    ("snowflake://loader:pa55word@school/warehouse", "names a snowflake:// destination"),
+    ("postgresql://loader:pa55word@db.school.org", "without a host or database"),
+    ("postgresql://loader:pa55word@db.school.org:port/w", "port that is not a number"),
     ("duckdb:///", "is empty"),
 ])
 def test_a_destination_it_cannot_use_is_refused_by_name(destination: str, says: str) -> None:
@@ -53,9 +55,9 @@ def test_the_cli_names_the_warehouse_and_refuses_a_bad_one_with_the_settings_exi
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    done = runner.invoke(app, ["status", "--warehouse", "postgresql://loader:pa55word@db/w"])
+    done = runner.invoke(app, ["status", "--warehouse", "snowflake://loader:pa55word@db/w"])
     assert done.exit_code == ExitCode.SETTINGS, done.output
-    assert "--warehouse names a postgresql:// destination" in " ".join(done.output.split())
+    assert "--warehouse names a snowflake:// destination" in " ".join(done.output.split())
     assert "pa55word" not in done.output
     for option in ("--warehouse", "--duckdb"):  # the former name still works
         done = runner.invoke(app, ["status", option, str(tmp_path / "x.duckdb")])
@@ -67,3 +69,42 @@ def test_the_warehouse_owns_the_marts_names() -> None:
                                                 "commcare.commcare_course_cases",
                                                 "commcare.commcare_student_course_cases"]
     assert Warehouse.mart("commcare_unowned_cases") == "commcare.commcare_unowned_cases"
+
+
+def test_a_postgresql_url_names_a_server_warehouse_and_never_shows_its_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOODLE_COMMCARE_STATE_DIR", raising=False)
+    monkeypatch.delenv("MOODLE_COMMCARE_WAREHOUSE_PASSWORD", raising=False)
+    wh = Warehouse.of("postgresql://loader:pa55%40word@db.school.org:6543/moodle?sslmode=require")
+    assert wh.engine == "postgres" and wh.postgres is not None
+    assert (wh.postgres.host, wh.postgres.port, wh.postgres.dbname, wh.postgres.user, wh.postgres.sslmode) == (
+        "db.school.org", 6543, "moodle", "loader", "require")
+    assert wh.postgres.password == "pa55@word"  # percent-decoded, as libpq reads it
+    assert str(wh) == "postgresql://loader@db.school.org:6543/moodle"
+    assert "pa55" not in repr(wh) and "pa55" not in str(wh.path)
+    env = wh.dbt_env()
+    assert env["MOODLE_COMMCARE_DBT_TARGET"] == "postgres" and env["MOODLE_COMMCARE_PG_PASSWORD"] == "pa55@word"
+    assert env["PGTZ"] == "UTC"
+    # its local folders (dlt's state, dbt's artifacts) sit in the current folder, one per server and database
+    assert wh.pipelines_dir.parent == tmp_path / ".dlt_pipelines" and "6543" in wh.pipelines_dir.name
+    # the password from its own setting when the URL has none
+    monkeypatch.setenv("MOODLE_COMMCARE_WAREHOUSE_PASSWORD", "s3cret")
+    monkeypatch.setenv("MOODLE_COMMCARE_WAREHOUSE", "postgres://loader@db.school.org/moodle")
+    from_env = Warehouse.of()
+    assert from_env.postgres is not None and from_env.postgres.password == "s3cret" and from_env.postgres.port == 5432
+
+
+def test_a_postgresql_server_that_does_not_answer_is_a_retry_later_exit_without_the_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["export", "--warehouse", f"postgresql://loader:pa55word@127.0.0.1:{port}/w"])
+    assert done.exit_code == ExitCode.BUSY, done.output
+    text = " ".join(done.output.split())
+    assert f"postgresql://loader@127.0.0.1:{port}/w" in text and "Could not connect" in text
+    assert "pa55word" not in done.output

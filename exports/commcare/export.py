@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-import duckdb
-
 from moodle_commcare import markers, runlog
+from moodle_commcare.database import DB_ERRORS, Connection
 from moodle_commcare.warehouse import Warehouse
 
 from . import journal, ledger
@@ -159,7 +158,7 @@ def _run_export(db: Warehouse, settings: CommCareSettings, *, upload: bool, dry_
             for table in ledger.CASE_TABLES:  # on a full disk the next run replaces it)
                 try:
                     ledger.drop_plan(con, table)
-                except duckdb.Error:
+                except DB_ERRORS:
                     pass
         if not dry_run:
             if status == "failed":
@@ -169,7 +168,7 @@ def _run_export(db: Warehouse, settings: CommCareSettings, *, upload: bool, dry_
         con.close()
 
 
-def _require_a_finished_transform(con: duckdb.DuckDBPyConnection) -> None:
+def _require_a_finished_transform(con: Connection) -> None:
     """dbt rebuilds the case tables one by one and runs their tests after building them: after a transform that
     was killed or failed, they may be half rebuilt or hold what the tests refused (duplicate cases, say)."""
     state = markers.read_marker_on(con, markers.TRANSFORM_BUILD)
@@ -182,7 +181,7 @@ def _require_a_finished_transform(con: duckdb.DuckDBPyConnection) -> None:
                                "then export.")
 
 
-def check_thresholds(con: duckdb.DuckDBPyConnection, settings: CommCareSettings, *, full: bool,
+def check_thresholds(con: Connection, settings: CommCareSettings, *, full: bool,
                      allow: bool) -> Optional[str]:
     """Why this export must not go ahead without --allow-mass-change, or None.
 
@@ -217,7 +216,7 @@ def check_thresholds(con: duckdb.DuckDBPyConnection, settings: CommCareSettings,
             "term), run the export again with --allow-mass-change.")
 
 
-def settle(con: duckdb.DuckDBPyConnection, client: CommCareClient, settings: CommCareSettings,
+def settle(con: Connection, client: CommCareClient, settings: CommCareSettings,
            say: Say) -> SettleReport:
     """Bring every job an earlier run left open to its end (or leave its rows withheld), oldest first."""
     began = time.monotonic()
@@ -256,14 +255,14 @@ def settle(con: duckdb.DuckDBPyConnection, client: CommCareClient, settings: Com
     return out
 
 
-def _apply(con: duckdb.DuckDBPyConnection, job_id: str, result: JobResult) -> None:
+def _apply(con: Connection, job_id: str, result: JobResult) -> None:
     if result.succeeded:
         journal.apply_success(con, job_id, result.row_errors(), result.upload_id)
     else:
         journal.apply_unconfirmed(con, job_id, f"Import job ended unconfirmed: {result.failure}")
 
 
-def _send(con: duckdb.DuckDBPyConnection, client: CommCareClient, table: ledger.CaseTable, mode: str, chunk: int,
+def _send(con: Connection, client: CommCareClient, table: ledger.CaseTable, mode: str, chunk: int,
           path: Path, part: TypeReport, say: Say) -> None:
     job_id = journal.record(con, table, mode, chunk, str(path))
     journal.mark_sending(con, job_id)
@@ -308,5 +307,5 @@ def _note(part: TypeReport, failed: Dict[str, str]) -> None:
         part.errors[ext] = error
 
 
-def _examples(con: duckdb.DuckDBPyConnection, table: ledger.CaseTable, columns: List[str]) -> List[Dict[str, Any]]:
+def _examples(con: Connection, table: ledger.CaseTable, columns: List[str]) -> List[Dict[str, Any]]:
     return ledger.examples(con, table, [c for c in columns if c in ("name", "owner_id", "engagement_status", "close")])

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import duckdb
-
+from moodle_commcare import dialect
+from moodle_commcare.database import Connection
 from moodle_commcare.warehouse import UTC_NOW_SQL as NOW
 from moodle_commcare.warehouse import one, scalar
 
@@ -49,7 +49,7 @@ class OpenJob:
 
 
 @contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def _transaction(con: Connection) -> Iterator[None]:
     """All of the block's writes, or none: a crash between two of them must not leave a job half applied."""
     con.execute("begin")
     try:
@@ -60,7 +60,7 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("commit")
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_tables(con: Connection) -> None:
     con.execute(f"""
         create table if not exists {JOBS} (
             job_id varchar primary key,
@@ -90,14 +90,14 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
-def prune(con: duckdb.DuckDBPyConnection, keep_days: int = 30) -> None:
+def prune(con: Connection, keep_days: int = 30) -> None:
     """Drop the row lists of jobs settled more than `keep_days` ago; the jobs themselves stay as history."""
     con.execute(f"""delete from {JOB_ROWS} where job_id in (
                         select job_id from {JOBS} where state not in {UNSETTLED}
-                        and settled_at < {NOW} - to_days({int(keep_days)}))""")
+                        and settled_at < {NOW} - interval '{int(keep_days)} days')""")
 
 
-def record(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str, chunk: int, file: str) -> str:
+def record(con: Connection, table: CaseTable, mode: str, chunk: int, file: str) -> str:
     """Write the job and its rows (state prepared) in one transaction; returns its id."""
     job_id = uuid.uuid4().hex
     with _transaction(con):
@@ -112,50 +112,50 @@ def record(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str, chunk: i
     return job_id
 
 
-def mark_sending(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
+def mark_sending(con: Connection, job_id: str) -> None:
     con.execute(f"update {JOBS} set state = 'sending', sent_at = {NOW} where job_id = ?", [job_id])
 
 
-def mark_queued(con: duckdb.DuckDBPyConnection, job_id: str, status_url: str) -> None:
+def mark_queued(con: Connection, job_id: str, status_url: str) -> None:
     con.execute(f"update {JOBS} set state = 'queued', status_url = ? where job_id = ?", [status_url, job_id])
 
 
-def open_jobs(con: duckdb.DuckDBPyConnection) -> List[OpenJob]:
+def open_jobs(con: Connection) -> List[OpenJob]:
     rows = con.execute(f"""select job_id, case_type, mode, file, rows, state, status_url, sent_at from {JOBS}
                            where state in {UNSETTLED} order by created_at""").fetchall()
     return [OpenJob(*r) for r in rows]
 
 
-def rows_of(con: duckdb.DuckDBPyConnection, job_id: str) -> Dict[int, Tuple[str, bool]]:
+def rows_of(con: Connection, job_id: str) -> Dict[int, Tuple[str, bool]]:
     """A job's rows: sheet row -> (the external id sent, whether the row closes its case)."""
     return {r: (ext, closing) for r, ext, closing in con.execute(
         f"select sheet_row, sent_external_id, closing from {JOB_ROWS} where job_id = ? order by sheet_row",
         [job_id]).fetchall()}
 
 
-def sent_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> List[str]:
+def sent_ids(con: Connection, job_id: str) -> List[str]:
     return [r[0] for r in con.execute(
         f"select sent_external_id from {JOB_ROWS} where job_id = ? order by sheet_row", [job_id]).fetchall()]
 
 
-def withhold_unsettled(con: duckdb.DuckDBPyConnection) -> int:
+def withhold_unsettled(con: Connection) -> int:
     """(Re)build temp table _withheld: every case in a job that is not settled. Returns how many."""
-    con.execute(f"""
-        create or replace temp table _withheld as
+    dialect.replace_table(con, "_withheld", f"""
         select distinct r.case_type, r.external_id from {JOB_ROWS} as r join {JOBS} as j using (job_id)
-        where j.state in ('sending', 'queued')""")
+        where j.state in ('sending', 'queued')""", temp=True)
     return int(scalar(con, "select count(*) from _withheld"))
 
 
-def _settle(con: duckdb.DuckDBPyConnection, job_id: str, state: str, outcome: str) -> None:
+def _settle(con: Connection, job_id: str, state: str, outcome: str) -> None:
     con.execute(f"update {JOBS} set state = ?, outcome = ?, settled_at = {NOW} where job_id = ?",
                 [state, outcome[:2000], job_id])
 
 
-def _note_errors(con: duckdb.DuckDBPyConnection, job_id: str, errors: Dict[int, str]) -> None:
+def _note_errors(con: Connection, job_id: str, errors: Dict[int, str]) -> None:
     if not errors:
         return
-    con.execute("create or replace temp table _row_errors (sheet_row integer, error varchar)")
+    con.execute("drop table if exists _row_errors")
+    con.execute("create temp table _row_errors (sheet_row integer, error varchar)")
     con.executemany("insert into _row_errors values (?, ?)", list(errors.items()))
     con.execute(f"""
         insert into {LEDGER} (case_type, external_id, in_commcare, episode, last_error, last_error_at)
@@ -165,25 +165,30 @@ def _note_errors(con: duckdb.DuckDBPyConnection, job_id: str, errors: Dict[int, 
             set last_error = excluded.last_error, last_error_at = excluded.last_error_at""", [job_id])
 
 
-def apply_success(con: duckdb.DuckDBPyConnection, job_id: str, row_errors: Dict[int, str], upload_id: str) -> None:
+def apply_success(con: Connection, job_id: str, row_errors: Dict[int, str], upload_id: str) -> None:
     """CommCare finished the job and listed its failed rows: every other row is as sent."""
     failed = sorted(row_errors) or [-1]
     with _transaction(con):
         con.execute(f"""
-            insert or replace into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
-                                             last_error, last_error_at, in_commcare, episode)
+            insert into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
+                                  last_error, last_error_at, in_commcare, episode)
             select r.case_type, r.external_id, r.hashes, r.closing, {NOW}, ?, null, null,
                    -- an update-only close of a case that may never have existed closes it or finds nothing
                    case when r.closing then coalesce(l.in_commcare, 'maybe') else 'yes' end,
                    r.episode
             from {JOB_ROWS} as r
             left join {LEDGER} as l using (case_type, external_id)
-            where r.job_id = ? and r.sheet_row not in (select unnest(?::integer[]))""", [upload_id, job_id, failed])
+            where r.job_id = ? and r.sheet_row not in (select unnest(cast(? as integer[])))
+            on conflict (case_type, external_id) do update set hashes = excluded.hashes, closed = excluded.closed,
+                accepted_at = excluded.accepted_at, upload_id = excluded.upload_id, last_error = excluded.last_error,
+                last_error_at = excluded.last_error_at, in_commcare = excluded.in_commcare,
+                episode = excluded.episode""",
+                    [upload_id, job_id, failed])
         _note_errors(con, job_id, row_errors)
         _settle(con, job_id, "succeeded", f"{len(row_errors)} row errors" if row_errors else "all rows accepted")
 
 
-def apply_unconfirmed(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> None:
+def apply_unconfirmed(con: Connection, job_id: str, reason: str) -> None:
     """The job ended without saying which rows it applied (state 3, no result, status gone).
 
     Earlier chunks may be in CommCare (no rollback): a create or reopen leaves its case 'maybe', so the
@@ -191,8 +196,8 @@ def apply_unconfirmed(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) 
     """
     with _transaction(con):
         con.execute(f"""
-            insert or replace into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
-                                             last_error, last_error_at, in_commcare, episode)
+            insert into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
+                                  last_error, last_error_at, in_commcare, episode)
             select r.case_type, r.external_id,
                    case when l.episode = r.episode then l.hashes end,
                    case when l.episode = r.episode then l.closed else false end,
@@ -201,7 +206,11 @@ def apply_unconfirmed(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) 
                    r.episode
             from {JOB_ROWS} as r
             left join {LEDGER} as l using (case_type, external_id)
-            where r.job_id = ? and not r.closing""", [reason[:500], job_id])
+            where r.job_id = ? and not r.closing
+            on conflict (case_type, external_id) do update set hashes = excluded.hashes, closed = excluded.closed,
+                accepted_at = excluded.accepted_at, upload_id = excluded.upload_id, last_error = excluded.last_error,
+                last_error_at = excluded.last_error_at, in_commcare = excluded.in_commcare,
+                episode = excluded.episode""", [reason[:500], job_id])
         con.execute(f"""
             update {LEDGER} as l set last_error = ?, last_error_at = {NOW}
             from {JOB_ROWS} as r
@@ -210,7 +219,7 @@ def apply_unconfirmed(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) 
         _settle(con, job_id, "ended_unconfirmed", reason)
 
 
-def apply_not_sent(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> None:
+def apply_not_sent(con: Connection, job_id: str, reason: str) -> None:
     """No job can exist (never sent, or refused before queueing): the rows are simply still pending."""
     con.execute(f"""
         update {LEDGER} as l set last_error = ?, last_error_at = {NOW}
@@ -219,21 +228,26 @@ def apply_not_sent(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> 
     _settle(con, job_id, "not_sent", reason)
 
 
-def apply_lookup(con: duckdb.DuckDBPyConnection, job_id: str, found: Dict[str, Dict[str, Any]]) -> Dict[str, int]:
+def apply_lookup(con: Connection, job_id: str, found: Dict[str, Dict[str, Any]]) -> Dict[str, int]:
     """Settle a job whose answer was lost by what CommCare holds now (Case API v2, by external id)."""
-    con.execute("create or replace temp table _found (sent_external_id varchar, closed boolean)")
+    con.execute("drop table if exists _found")
+    con.execute("create temp table _found (sent_external_id varchar, closed boolean)")
     if found:
         con.executemany("insert into _found values (?, ?)", [(k, bool(v.get("closed"))) for k, v in found.items()])
     with _transaction(con):
         # a created (or reopened) case exists: its values are unknown, so they are sent again as an update
         con.execute(f"""
-            insert or replace into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
-                                             last_error, last_error_at, in_commcare, episode)
+            insert into {LEDGER} (case_type, external_id, hashes, closed, accepted_at, upload_id,
+                                  last_error, last_error_at, in_commcare, episode)
             select r.case_type, r.external_id, case when l.episode = r.episode then l.hashes end, f.closed,
                    l.accepted_at, l.upload_id, null, null, 'yes', r.episode
             from {JOB_ROWS} as r join _found as f using (sent_external_id)
             left join {LEDGER} as l using (case_type, external_id)
-            where r.job_id = ? and not r.closing""", [job_id])
+            where r.job_id = ? and not r.closing
+            on conflict (case_type, external_id) do update set hashes = excluded.hashes, closed = excluded.closed,
+                accepted_at = excluded.accepted_at, upload_id = excluded.upload_id, last_error = excluded.last_error,
+                last_error_at = excluded.last_error_at, in_commcare = excluded.in_commcare,
+                episode = excluded.episode""", [job_id])
         # a close: done if CommCare shows the case closed, or holds no such case
         con.execute(f"""
             update {LEDGER} as l set closed = true

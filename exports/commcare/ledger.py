@@ -3,7 +3,7 @@
 The ledger keeps, per case type and external id, a hash of every exported property as CommCare accepted
 it. A case goes out when a property's value differs from the accepted one (a property no longer exported
 is not compared, so dropping a column resends nothing) or when it was never accepted. Everything is done
-in DuckDB so 100,000 cases never become Python objects.
+in the warehouse (DuckDB or PostgreSQL, moodle_commcare/dialect.py) so 100,000 cases never become Python objects.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import duckdb
-
+from moodle_commcare import dialect
+from moodle_commcare.database import Connection
 from moodle_commcare.warehouse import CASE_TYPES, scalar
 
 from .errors import CommCareConfigError
@@ -36,7 +36,7 @@ LEADING = ("external_id", "name", "owner_id", "parent_external_id", "parent_type
 NOT_EXPORTED = {"case_type"}  # the upload's case_type parameter, not a column
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_tables(con: Connection) -> None:
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(f"""
         create table if not exists {SCHEMA}.case_ledger (
@@ -72,7 +72,7 @@ LEGACY_SCHEME = "duckdb-hash"
 META = f"{SCHEMA}.ledger_meta"
 
 
-def hash_scheme(con: duckdb.DuckDBPyConnection) -> str:
+def hash_scheme(con: Connection) -> str:
     row = con.execute(f"select value from {META} where key = 'hash_scheme'").fetchone()
     return str(row[0]) if row else HASH_SCHEME
 
@@ -83,7 +83,7 @@ def _digest(expr: str, scheme: str) -> str:
     return f"substr(md5({expr}), 1, 16)"
 
 
-def migrate_hashes(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> int:
+def migrate_hashes(con: Connection, chunk_rows: int) -> int:
     """Rewrite a ledger of DuckDB hash() values as md5 digests, once, without re-sending anything: a case whose
     values still match what CommCare accepted gets the new digests of those values; any other keeps its old
     ones, which match nothing, so it goes out as it would have anyway. Must run with the DuckDB that wrote the
@@ -95,8 +95,8 @@ def migrate_hashes(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> int:
     try:
         for table in CASE_TABLES:
             plan(con, table, chunk_rows, scheme=LEGACY_SCHEME)
-            con.execute(f"create or replace table {SCHEMA}._unchanged as select external_id from {plan_table(table)} "
-                        "where _action = 'unchanged'")
+            dialect.replace_table(con, f"{SCHEMA}._unchanged",
+                                  f"select external_id from {plan_table(table)} where _action = 'unchanged'")
             plan(con, table, chunk_rows, scheme=HASH_SCHEME)
             rewritten += len(con.execute(f"""
                 update {SCHEMA}.case_ledger as l set hashes = p._hashes
@@ -113,7 +113,7 @@ def migrate_hashes(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> int:
     return rewritten
 
 
-def missing_case_tables(con: duckdb.DuckDBPyConnection) -> List[str]:
+def missing_case_tables(con: Connection) -> List[str]:
     """The case tables (dbt's marts) the warehouse does not have yet: no transform has built them."""
     return [t.relation for t in CASE_TABLES if not scalar(
         con, "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
@@ -125,32 +125,31 @@ def sent_id(base: str, episode: str) -> str:
     return f"case when coalesce({episode}, 0) > 0 then {base} || '-r' || cast({episode} as varchar) else {base} end"
 
 
-def text_expr(column: str, duck_type: str, alias: str = "m") -> str:
-    """SQL turning a mart value into the exact text the xlsx cell gets (NULL stays NULL: a blank cell)."""
+def text_expr(con: Any, column: str, sql_type: str, alias: str = "m") -> str:
+    """SQL turning a mart value into the exact text the xlsx cell gets (NULL stays NULL: a blank cell), the same
+    text on either engine."""
     q = f'{alias}."{column}"'
-    t = duck_type.upper()
+    t = sql_type.upper()
     if t.startswith(("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER")):
         return f"cast({q} as varchar)"
-    if t.startswith(("DOUBLE", "FLOAT", "REAL", "DECIMAL")):
+    if t.startswith(("DOUBLE", "FLOAT", "REAL", "DECIMAL", "NUMERIC")):
         # six decimals at most, trailing zeros trimmed: 33.333333, 12.5, 7 (round() in binary gave 152.49994)
         return (f"case when {q} is null then null when abs({q}) < 5e-7 then '0' "
                 f"when {q} = trunc({q}) and abs({q}) < 1e15 then cast(cast({q} as bigint) as varchar) "
-                f"else rtrim(rtrim(format('{{:.6f}}', cast({q} as double)), '0'), '.') end")
+                f"else rtrim(rtrim({dialect.six_decimals(con, q)}, '0'), '.') end")
     if t == "BOOLEAN":
         return f"case when {q} then 'yes' when not {q} then 'no' end"
     if t == "DATE":
-        return f"strftime({q}, '%Y-%m-%d')"
+        return dialect.date_text(con, q)
     # ISO 8601 in UTC: what CommCare's data dictionary and apps parse (the marts' timestamps are UTC)
-    if t.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"strftime(timezone('UTC', {q}), '%Y-%m-%dT%H:%M:%SZ')"
     if t.startswith("TIMESTAMP"):
-        return f"strftime({q}, '%Y-%m-%dT%H:%M:%SZ')"
+        return dialect.iso_utc(con, q, zoned=t.startswith("TIMESTAMP WITH TIME ZONE"))
     return f"cast({q} as varchar)"
 
 
-def export_columns(con: duckdb.DuckDBPyConnection, table: CaseTable) -> List[Tuple[str, str]]:
+def export_columns(con: Connection, table: CaseTable) -> List[Tuple[str, str]]:
     """(column, type) in file order: external_id, name, owner_id, parent columns, properties, close."""
-    described = [(r[0], r[1]) for r in con.execute(f"describe {table.relation}").fetchall()]
+    described = dialect.columns(con, table.relation)
     names = [n for n, _ in described]
     parent_columns = ("parent_external_id", "parent_type") if table.parent else ()
     for required in ("external_id", "name", "owner_id", "close") + parent_columns:
@@ -172,7 +171,7 @@ def export_columns(con: duckdb.DuckDBPyConnection, table: CaseTable) -> List[Tup
 UPSERT, CLOSE = "upsert", "close"  # the two kinds of upload: create_new_cases on, and update-only
 
 
-def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full: bool = False,
+def plan(con: Connection, table: CaseTable, chunk_rows: int, full: bool = False,
          scheme: Optional[str] = None) -> List[str]:
     """Build the table _plan_<type>: every case with its text values, hashes and action.
 
@@ -201,7 +200,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
         if n == "parent_external_id":
             texts.append(f'{sent_id("m.parent_external_id", "pl.episode")} as "parent_external_id"')
         else:
-            texts.append(f'{text_expr(n, t)} as "{n}"')
+            texts.append(f'{text_expr(con, n, t)} as "{n}"')
     parent_join = (f"left join {ledger} as pl on pl.case_type = m.parent_type "
                    "and pl.external_id = m.parent_external_id") if table.parent else ""
     # a child waits while its parent's job is unsettled: sent now it would fail, or race the parent's create
@@ -219,13 +218,17 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
 
     # each digest computed once (the dig step), then read twice: into _hashes and for the comparison
     digests = ", ".join(f'{digest(n)} as "_d{i}"' for i, n in enumerate(hashed))
-    scratch = ", ".join(f'"_d{i}"' for i in range(len(hashed)))
-    hashes = "json_object(" + ", ".join(f"'{n}', cur.\"_d{i}\"" for i, n in enumerate(hashed)) + ")"
-    paths = "[" + ", ".join(f"'$.\"{n}\"'" for n in hashed) + "]"
-    changed = " or ".join(f'(l._old[{i + 1}] is distinct from cur."_d{i}")' for i in range(len(hashed)))
+    hashes = dialect.json_object(con, [(n, f'cur."_d{i}"') for i, n in enumerate(hashed)])
+    if dialect.is_postgres(con):  # each accepted digest read from the ledger's JSON by name
+        old_values = "hashes"
+        changed = " or ".join(f"((l.hashes ->> '{n}') is distinct from cur.\"_d{i}\")" for i, n in enumerate(hashed))
+    else:  # DuckDB reads them all in one pass over the parsed JSON, as a list
+        paths = "[" + ", ".join(f"'$.\"{n}\"'" for n in hashed) + "]"
+        old_values = f"hashes, json_extract_string(hashes, {paths}) as _old"
+        changed = " or ".join(f'(l._old[{i + 1}] is distinct from cur."_d{i}")' for i in range(len(hashed)))
+    kept = ", ".join(f'"{n}"' for n in names) + (", _parent_base" if table.parent else "")
     name = plan_table(table)
-    con.execute(f"""
-        create or replace table {name} as
+    dialect.replace_table(con, name, f"""
         with cur as (
             select
             {(","+chr(10)+"            ").join(texts)}{", m.parent_external_id as _parent_base" if table.parent else ""}
@@ -253,8 +256,7 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
                 end as _action
             from dig as cur
             left join (
-                select external_id, hashes, closed, in_commcare, episode,
-                       json_extract_string(hashes, {paths}) as _old
+                select external_id, closed, in_commcare, episode, {old_values}
                 from {ledger} where case_type = '{table.case_type}'
             ) as l on l.external_id = cur.external_id
             left join _withheld as w on w.case_type = '{table.case_type}' and w.external_id = cur.external_id
@@ -268,15 +270,15 @@ def plan(con: duckdb.DuckDBPyConnection, table: CaseTable, chunk_rows: int, full
             from classified
         )
         select
-            * exclude ({scratch}),
+            {kept}, _hashes, _old_episode, _action, _episode, _mode,
             {sent_id("external_id", "_episode")} as _sent_id,
             case when _mode is not null then row_number() over (partition by _mode order by external_id) - 1 end as _seq
         from moded
     """)
     con.execute(f"alter table {name} add column _chunk bigint")
     con.execute(f"alter table {name} add column _sheet_row bigint")
-    con.execute(f"update {name} set _chunk = _seq // {int(chunk_rows)}, _sheet_row = _seq % {int(chunk_rows)} + 2 "
-                "where _seq is not null")
+    con.execute(f"update {name} set _chunk = {dialect.int_div(con, '_seq', chunk_rows)}, "
+                f"_sheet_row = _seq % {int(chunk_rows)} + 2 where _seq is not null")
     return names
 
 
@@ -285,11 +287,11 @@ def plan_table(table: CaseTable) -> str:
     return f"{SCHEMA}._plan_{table.case_type}"
 
 
-def drop_plan(con: duckdb.DuckDBPyConnection, table: CaseTable) -> None:
+def drop_plan(con: Connection, table: CaseTable) -> None:
     con.execute(f"drop table if exists {plan_table(table)}")
 
 
-def examples(con: duckdb.DuckDBPyConnection, table: CaseTable, shown: Sequence[str],
+def examples(con: Connection, table: CaseTable, shown: Sequence[str],
              limit: int = 3) -> List[Dict[str, Any]]:
     """A few planned rows (action, the id sent, the columns shown) for a dry run to print; upserts first."""
     cols = "".join(f', "{c}"' for c in shown)
@@ -298,16 +300,16 @@ def examples(con: duckdb.DuckDBPyConnection, table: CaseTable, shown: Sequence[s
     return [dict(zip(["action", "external_id", *shown], r, strict=True)) for r in rows]
 
 
-def counts(con: duckdb.DuckDBPyConnection, table: CaseTable) -> Dict[str, int]:
+def counts(con: Connection, table: CaseTable) -> Dict[str, int]:
     return dict(con.execute(f"select _action, count(*) from {plan_table(table)} group by 1").fetchall())
 
 
-def chunks(con: duckdb.DuckDBPyConnection, table: CaseTable, mode: str) -> List[int]:
+def chunks(con: Connection, table: CaseTable, mode: str) -> List[int]:
     return [r[0] for r in con.execute(
         f"select distinct _chunk from {plan_table(table)} where _mode = ? order by 1", [mode]).fetchall()]
 
 
-def rows_of_chunk(con: duckdb.DuckDBPyConnection, table: CaseTable, columns: Sequence[str], mode: str, chunk: int,
+def rows_of_chunk(con: Connection, table: CaseTable, columns: Sequence[str], mode: str, chunk: int,
                   batch: int = 2000) -> Iterable[Tuple]:
     """Stream a chunk's rows in sheet order, `batch` at a time, with CommCare's id for the episode."""
     cols = ", ".join("_sent_id" if c == "external_id" else f'"{c}"' for c in columns)
@@ -320,7 +322,7 @@ def rows_of_chunk(con: duckdb.DuckDBPyConnection, table: CaseTable, columns: Seq
         yield from part
 
 
-def open_in_commcare(con: duckdb.DuckDBPyConnection, table: CaseTable) -> int:
+def open_in_commcare(con: Connection, table: CaseTable) -> int:
     """Cases of this type that CommCare holds open (or may), as far as the ledger knows."""
     return int(scalar(con, f"""select count(*) from {SCHEMA}.case_ledger where case_type = ?
                                and in_commcare in ('yes', 'maybe') and not closed""", [table.case_type]))
