@@ -1,12 +1,15 @@
-"""Fixtures: a Moodle emulator on 127.0.0.1 and an extract into a throw-away DuckDB file."""
+"""Fixtures: a Moodle emulator on 127.0.0.1 and an extract into a throw-away DuckDB file; a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
+from urllib.parse import urlsplit
 
 import duckdb
 import pytest
@@ -120,3 +123,63 @@ def network_address() -> str:
     if address.startswith("127."):
         pytest.skip("no network interface besides loopback")
     return address
+
+
+POSTGRES_ENV = "MOODLE_COMMCARE_TEST_POSTGRES"
+REQUIRE_POSTGRES_ENV = "MOODLE_COMMCARE_REQUIRE_POSTGRES"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The admin URL of the PostgreSQL server for tests (./run test starts one with scripts/postgres-server), or a skip:
+    a failure instead when MOODLE_COMMCARE_REQUIRE_POSTGRES=1 (CI)."""
+    url = os.environ.get(POSTGRES_ENV, "")
+    required = os.environ.get(REQUIRE_POSTGRES_ENV) == "1"
+    if not url:
+        reason = (f"no PostgreSQL server for tests: {POSTGRES_ENV} is not set (./run test sets it, starting "
+                  "scripts/postgres-server; or give it postgresql://USER@HOST:PORT/postgres)")
+        if required:
+            pytest.fail(f"{reason}, and {REQUIRE_POSTGRES_ENV}=1 says the PostgreSQL tests must run", pytrace=False)
+        pytest.skip(reason)
+    import psycopg2
+
+    try:
+        psycopg2.connect(url, connect_timeout=10).close()
+    except psycopg2.Error as e:
+        pytest.fail(f"{POSTGRES_ENV}={url} does not answer: {str(e).strip()}", pytrace=False)
+    return url
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """The admin URL with another database: same user, host, port and options."""
+    return urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server (named mc_<xdist worker>_<8 hex>); its URL, and it is dropped afterwards,
+    whatever connections to it are left open. scripts/postgres-server start drops any mc_* a killed run left."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name = f"mc_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True  # CREATE and DROP DATABASE run outside a transaction
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        yield database_url(admin_url, name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (name,))
+            force = sql.SQL(" with (force)") if admin.server_version >= 130000 else sql.SQL("")
+            cur.execute(sql.SQL("drop database if exists {}{}").format(sql.Identifier(name), force))
+        admin.close()
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test: its URL (postgresql://postgres@127.0.0.1:PORT/mc_gw0_1a2b3c4d
+    from ./run test's server); dropped after the test."""
+    with fresh_postgres_database(postgres_url) as url:
+        yield url
