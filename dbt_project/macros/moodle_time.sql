@@ -1,5 +1,5 @@
-{# Time helpers go through adapter.dispatch: DuckDB's own functions here, dbt's cross-database macros for any
-   other warehouse a later version targets (PostgreSQL is an open issue). #}
+{# Time helpers go through adapter.dispatch: DuckDB's own functions here, dbt's cross-database macros for
+   PostgreSQL (target `postgres`) and any other warehouse. Times are UTC timestamps without time zone on both. #}
 
 {# Moodle stores times as Unix seconds and uses 0 for "never": that becomes NULL, not 1970. #}
 {% macro moodle_ts(column) -%}
@@ -25,6 +25,10 @@
 
 {% macro duckdb__utc_now() -%}
     cast(timezone('UTC', current_timestamp) as timestamp)
+{%- endmacro %}
+
+{% macro postgres__utc_now() -%}  {# UTC whatever the session's time zone (the connector sets PGTZ=UTC too) #}
+    (current_timestamp at time zone 'UTC')
 {%- endmacro %}
 
 {% macro default__utc_now() -%}  {# UTC when the session's time zone is: set it so on such a target #}
