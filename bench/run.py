@@ -2,6 +2,7 @@
 
     ./run bench --size small            # a few minutes
     ./run bench --size district         # 300 courses, 15,000 students, ~45,000 enrolments, 25 ms per call
+    ./run bench --size small --warehouses   # the same runs into DuckDB and into PostgreSQL, side by side
 
 Both emulators run in their own processes, so the figures are the connector's alone. Prints a table and
 writes the figures as JSON (bench/results/<size>.json). A benchmark reports; it asserts nothing.
@@ -389,6 +390,78 @@ def next_day(db: Path, hq: Dict[str, Any], rss: PeakRSS, out: Path, days: int, f
     return figures
 
 
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on MOODLE_COMMCARE_BENCH_POSTGRES (an admin URL), else on the checkout's own throwaway
+    server (scripts/postgres-server, started if need be); dropped afterwards."""
+    import psycopg2
+
+    admin = os.environ.get("MOODLE_COMMCARE_BENCH_POSTGRES", "").strip()
+    if not admin:
+        script = Path(__file__).resolve().parent.parent / "scripts" / "postgres-server"
+        subprocess.run([str(script), "start"], check=True, stdout=subprocess.DEVNULL)
+        admin = subprocess.run([str(script), "url"], check=True, capture_output=True, text=True).stdout.strip()
+    name = f"bench_{os.getpid()}"
+    con = psycopg2.connect(admin)
+    con.autocommit = True
+    try:
+        con.cursor().execute(f"drop database if exists {name} with (force)")
+        con.cursor().execute(f"create database {name}")
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        con.cursor().execute(f"drop database if exists {name} with (force)")
+        con.close()
+
+
+def compare_warehouses(args: argparse.Namespace, spec: Dict[str, Any], moodle_args: List[str]) -> Dict[str, Any]:
+    """The first run and a day with 1% of grades and profiles changed, into a DuckDB file and into a PostgreSQL
+    database, from one Moodle emulator; each warehouse exports to a CommCare emulator of its own. The stages
+    alternate between the two, so both read the same site. PostgreSQL's own memory is the server's, not counted."""
+    rss = PeakRSS()
+    runs: Dict[str, Dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp, serve("emulators.moodle", *moodle_args) as moodle, \
+            serve("emulators.commcare", f"--owners={','.join(sorted(demo.OWNERS))}") as hq_duck, \
+            serve("emulators.commcare", f"--owners={','.join(sorted(demo.OWNERS))}") as hq_pg, \
+            postgres_database() as pg_url:
+        targets = {"duckdb": (Warehouse.of(Path(tmp) / "bench.duckdb"), hq_duck),
+                   "postgres": (Warehouse.of(pg_url), hq_pg)}
+        for engine, (wh, hq) in targets.items():
+            console.rule(f"First run into {engine} ({args.size})")
+            runs[engine] = {"full": pipeline_run(wh, moodle, hq, rss, args.concurrency, Path(tmp) / engine)}
+        with targets["duckdb"][0].connect(read_only=True) as con:
+            pairs = con.execute("select count(*) from commcare.commcare_enrolment_cases").fetchone()[0]
+            students = con.execute("select count(*) from commcare.commcare_student_cases").fetchone()[0]
+        requests.post(f"{moodle['base_url']}/_admin/mutate",
+                      data={"grades": max(1, pairs // 100), "profiles": max(1, students // 100)}).raise_for_status()
+        for engine, (wh, hq) in targets.items():
+            console.rule(f"1% of grades and profiles changed, into {engine}")
+            runs[engine]["one_percent"] = pipeline_run(wh, moodle, hq, rss, args.concurrency, Path(tmp) / engine)
+        for engine, (wh, _) in targets.items():  # the same cases on both
+            with wh.connect(read_only=True) as con:
+                runs[engine]["cases"] = {t.name: con.execute(f"select count(*) from {t.relation}").fetchone()[0]
+                                         for t in CASE_TYPES}
+    return {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency, "runs": runs}
+
+
+def show_warehouses(r: Dict[str, Any]) -> None:
+    duck, pg = r["runs"]["duckdb"], r["runs"]["postgres"]
+    table = Table(title=f"Warehouses side by side: {r['size']} ({r['spec']['courses']} courses, "
+                        f"{r['spec']['students']:,} students), {r['latency'] * 1000:g} ms per Moodle call",
+                  title_justify="left")
+    for column in ("run", "stage", "rows", "DuckDB s", "PostgreSQL s", "PostgreSQL / DuckDB", "peak RSS MB (D / P)"):
+        table.add_column(column, justify="left" if column in ("run", "stage") else "right")
+    for run in ("full", "one_percent"):
+        for stage in ("extract", "transform", "export_files", "upload"):
+            d, p = duck[run][stage], pg[run][stage]
+            table.add_row(run, stage, f"{d.get('rows', ''):,}" if "rows" in d else "", f"{d['seconds']:.1f}",
+                          f"{p['seconds']:.1f}", f"{p['seconds'] / d['seconds']:.2f}x" if d["seconds"] else "",
+                          f"{d['peak_rss_mb']:,.0f} / {p['peak_rss_mb']:,.0f}")
+    same = "the same" if duck["cases"] == pg["cases"] else f"DIFFERENT: {duck['cases']} vs {pg['cases']}"
+    table.caption = f"cases in the marts: {same} ({', '.join(f'{k} {v:,}' for k, v in duck['cases'].items())})"
+    table.caption_justify = "left"
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -396,12 +469,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--naive-courses", type=int, default=10, help="courses the naive baseline really runs")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--warehouses", action="store_true",
+                        help="only the first run and a 1%% day, into DuckDB and into PostgreSQL, side by side")
     args = parser.parse_args()
     spec = SIZES[args.size]
+    moodle_args = [f"--{k.replace('_', '-')}={v}" for k, v in spec.items()] + [f"--latency={args.latency}", f"--now={T0}"]
+    if args.warehouses:
+        compared = compare_warehouses(args, spec, moodle_args)
+        out = args.out or Path("bench/results") / f"{args.size}-warehouses.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(compared, indent=2))
+        show_warehouses(compared)
+        console.print(f"Figures written to {out}")
+        return
     out_json = args.out or Path("bench/results") / f"{args.size}.json"
     rss = PeakRSS()
     result: Dict[str, Any] = {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency}
-    moodle_args = [f"--{k.replace('_', '-')}={v}" for k, v in spec.items()] + [f"--latency={args.latency}", f"--now={T0}"]
     with tempfile.TemporaryDirectory() as tmp, serve("emulators.moodle", *moodle_args) as moodle, \
             serve("emulators.commcare", f"--owners={','.join(sorted(demo.OWNERS))}") as hq:
         db = Path(tmp) / "bench.duckdb"

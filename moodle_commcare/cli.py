@@ -419,11 +419,11 @@ def status(
     from .report import print_recent_syncs, print_status
 
     wh = _warehouse(warehouse)
-    running = wh.lock_holder()
-    if running is not None:
-        console.print(f"Running now: {running.get('stage', 'a run')} (process {running.get('pid')} on "
-                      f"{running.get('host')}, since {running.get('started_at')}).")
     with failing_as("Status unavailable"):
+        running = wh.lock_holder()
+        if running is not None:
+            console.print(f"Running now: {running.get('stage', 'a run')} (process {running.get('pid')} on "
+                          f"{running.get('host')}, since {running.get('started_at')}).")
         runs = wh.last_runs()
         fences = {stage: wh.marker(table) for stage, table in
                   (("extract", markers.EXTRACT_LOAD), ("transform", markers.TRANSFORM_BUILD))}
@@ -432,7 +432,7 @@ def status(
         console.print(f"Nothing has run against {wh} yet: start with `moodle-commcare check`, then `sync` (or "
                       "`extract`).")
         return
-    print_status(console, wh.path, runs)
+    print_status(console, wh, runs)
     next_due = _next_due()
     if syncs or next_due is not None:
         print_recent_syncs(console, syncs, next_due)
@@ -442,6 +442,39 @@ def status(
     if running is None and fences["transform"] in ("building", "failed"):
         err.print(f"[bold yellow]The last transform {'failed' if fences['transform'] == 'failed' else 'stopped'}:[/] "
                   "export waits until `moodle-commcare transform` has passed.")
+
+
+@app.command("migrate-warehouse")
+def migrate_warehouse(
+    to: str = typer.Option(..., "--to", metavar="WAREHOUSE",
+                           help="The new warehouse: postgresql://USER@HOST:PORT/DATABASE (an empty database), or a "
+                                "DuckDB file."),
+    warehouse: Optional[str] = WAREHOUSE_OPTION,
+) -> None:
+    """Move to another warehouse: copy what only the warehouse knows (the site key, the export's ledger and job
+    journal, the run log); Moodle's data is then read again by `extract --full-refresh` into the new one."""
+    from rich.table import Table
+
+    from .migrate import MigrationRefused, migrate
+
+    old, new = _warehouse(warehouse), _warehouse(to)
+    with failing_as("Migration refused", where=lambda: f"{old} or {new}"):
+        try:
+            report = migrate(old, new)
+        except MigrationRefused as exc:
+            err.print(f"[bold red]Migration refused:[/] {exc}")
+            raise typer.Exit(ExitCode.NOT_READY) from None
+    table = Table(title=f"Copied from {old} to {new}", title_justify="left")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for relation, rows in report.copied.items():
+        table.add_row(relation, f"{rows:,}")
+    for relation in report.skipped:
+        table.add_row(relation, "(none yet in the old warehouse)")
+    console.print(table)
+    console.print(f"Next: `moodle-commcare extract --full-refresh --warehouse {new}`, then `transform` and `export "
+                  f"--upload` with it (only real changes go out), then set MOODLE_COMMCARE_WAREHOUSE={new} for the "
+                  "scheduled runs. Keep the old warehouse until then.")
 
 
 @app.command()

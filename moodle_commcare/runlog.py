@@ -25,14 +25,18 @@ def record(db: "Warehouse", stage: str, status: str, started_at: datetime, summa
     own = con is None
     con = con or db.connect()
     try:
-        con.execute("create schema if not exists ops")
-        con.execute("""create table if not exists ops.run_log (
-            stage varchar, status varchar, started_at timestamp, finished_at timestamp, summary json)""")
+        ensure_table(con)
         con.execute("insert into ops.run_log values (?, ?, ?, ?, ?)",
                     [stage, status, started_at, _now(), json.dumps(summary, default=str)])
     finally:
         if own:
             con.close()
+
+
+def ensure_table(con: Any) -> None:
+    con.execute("create schema if not exists ops")
+    con.execute("""create table if not exists ops.run_log (
+        stage varchar, status varchar, started_at timestamp, finished_at timestamp, summary json)""")
 
 
 def record_failure(db: "Warehouse", stage: str, status: str, started_at: datetime, summary: Dict[str, Any],

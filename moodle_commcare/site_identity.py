@@ -32,6 +32,12 @@ def slug(url: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
 
 
+def ensure_table(con: Any) -> None:
+    con.execute("create schema if not exists ops")
+    con.execute(f"create table if not exists {TABLE} (site_key varchar not null, site_url varchar not null, "
+                "pinned_at timestamp, moved_from varchar)")
+
+
 def pin(db: "Warehouse", dbt_vars: Optional[Dict[str, Any]], accept_move: bool = False) -> Optional[str]:
     """The site key for this transform: pinned at the first run, checked on every other. None before any extract."""
     con = db.connect()
@@ -43,9 +49,7 @@ def pin(db: "Warehouse", dbt_vars: Optional[Dict[str, Any]], accept_move: bool =
         if row is None:
             return None
         url = str(row[0])
-        con.execute("create schema if not exists ops")
-        con.execute(f"create table if not exists {TABLE} (site_key varchar not null, site_url varchar not null, "
-                    "pinned_at timestamp, moved_from varchar)")
+        ensure_table(con)
         wanted = (dbt_vars or {}).get("moodle_site_key")
         pinned = con.execute(f"select site_key, site_url from {TABLE}").fetchone()
         if pinned is None:

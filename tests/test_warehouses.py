@@ -175,3 +175,36 @@ def test_a_second_run_is_refused_while_one_holds_the_warehouse(school: Extracts,
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out[-2000:]
     assert_store_matches_marts(hq, wh)
+
+
+def test_a_duckdb_warehouse_moved_to_postgresql_sends_nothing_again(
+        tmp_path: Path, hq: CommCareEmulator, postgres_database: str) -> None:
+    """The README's migration: copy the connector's own state, re-read Moodle into the new warehouse, and the first
+    export from it finds every case as CommCare already has it (the same text, digested alike on both engines)."""
+    from moodle_commcare.migrate import MigrationRefused, migrate
+
+    with MoodleEmulator(spec=SMALL) as moodle:
+        old = Warehouse.of(tmp_path / "moodle.duckdb")
+        school = Extracts(moodle, old)  # type: ignore[arg-type]
+        _built(school)
+        run_export(old, settings(hq, tmp_path), upload=True)
+        uploads = hq.requests["upload"]
+
+        new = Warehouse.of(postgres_database)
+        report = migrate(old, new)
+        assert report.copied["commcare_export.case_ledger"] == len(hq.cases) > 0
+        assert report.copied["ops.site_identity"] == 1
+        with pytest.raises(MigrationRefused, match="already has an export ledger"):
+            migrate(old, new)  # twice would mix two ledgers
+
+        moved = Extracts(moodle, new)  # type: ignore[arg-type]
+        moved.extract(full_refresh=True)
+        run_transform(new, VARS)
+        first = run_export(new, settings(hq, tmp_path), upload=True)
+        assert all(t.to_send == 0 for t in first.types), [t.planned for t in first.types]
+        assert hq.requests["upload"] == uploads
+        _graded(moved, 2.75)  # and it goes on from there: a change in Moodle reaches CommCare from the new one
+        moved.extract()
+        run_transform(new, VARS)
+        assert run_export(new, settings(hq, tmp_path), upload=True).types[1].updated == 1
+        assert_store_matches_marts(hq, new)
