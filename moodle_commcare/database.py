@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Tuple, Type
+from typing import Any, Optional, Protocol, Tuple, Type
 
 import duckdb
 
@@ -33,6 +33,18 @@ MISSING_TABLE: Tuple[Type[BaseException], ...] = (duckdb.CatalogException, *_PG_
 
 # A warehouse connection: DuckDB's, or postgres.PgConnection, which answers the same calls.
 Connection = Any
+
+
+class Opens(Protocol):
+    """What the run log, markers and site key need of a warehouse (warehouse.Warehouse is one)."""
+
+    def connect(self, read_only: bool = False) -> Connection: ...
+
+    def exists(self) -> bool: ...
+
+
+class WarehouseConfigError(ValueError):
+    """The destination setting names something this version cannot use."""
 
 
 class WarehouseBusy(Exception):

@@ -8,18 +8,15 @@ is set, and says what to run again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from .database import MISSING_TABLE, UTC_NOW_SQL
-
-if TYPE_CHECKING:
-    from .warehouse import Warehouse
+from .database import MISSING_TABLE, UTC_NOW_SQL, Opens
 
 EXTRACT_LOAD = "ops.extract_load"  # 'loading' | 'complete'
 TRANSFORM_BUILD = "ops.transform_build"  # 'building' | 'failed' | 'complete'
 
 
-def set_marker(db: "Warehouse", table: str, state: str) -> None:
+def set_marker(db: Opens, table: str, state: str) -> None:
     """Replace the marker's state in one transaction, so a reader never sees none between two states."""
     con = db.connect()
     try:
@@ -41,7 +38,7 @@ def _write(con: Any, table: str, state: str) -> None:
         raise
 
 
-def read_marker(db: "Warehouse", table: str) -> Optional[str]:
+def read_marker(db: Opens, table: str) -> Optional[str]:
     """The marker's state, or None when the stage never set it (before its first run, or an older version)."""
     if not db.exists():
         return None

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
+from .database import WarehouseConfigError
+
 DEFAULT_PORT = 5432
 PASSWORD_ENV = "MOODLE_COMMCARE_WAREHOUSE_PASSWORD"
 SCHEMES = ("postgresql", "postgres")
@@ -45,8 +47,6 @@ class PgSettings:
     def from_url(cls, url: str, setting: str, password: Optional[str] = None) -> "PgSettings":
         """postgresql://user[:password]@host[:port]/dbname[?sslmode=...]. The password comes from the URL, else
         `password` (the setting or secret that holds it), else libpq's own PGPASSWORD or ~/.pgpass."""
-        from .warehouse import WarehouseConfigError
-
         parts = urlsplit(url)
         dbname = unquote(parts.path.lstrip("/"))
         try:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-from .database import DB_ERRORS, scalar
-
-if TYPE_CHECKING:
-    from .warehouse import Warehouse
+from .database import DB_ERRORS, Opens, scalar
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +16,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def record(db: "Warehouse", stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+def record(db: Opens, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
            con: Optional[Any] = None) -> None:
     """Append a run; never holds a secret (summaries are counts and paths)."""
     own = con is None
@@ -39,7 +36,7 @@ def ensure_table(con: Any) -> None:
         stage varchar, status varchar, started_at timestamp, finished_at timestamp, summary json)""")
 
 
-def record_failure(db: "Warehouse", stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
+def record_failure(db: Opens, stage: str, status: str, started_at: datetime, summary: Dict[str, Any],
                    con: Optional[Any] = None) -> None:
     """Record a run that is failing: if the log cannot be written either (the disk that stopped the run is
     full, or the file is held), say so in the log and let the error that stopped the run be the one shown."""
@@ -49,7 +46,7 @@ def record_failure(db: "Warehouse", stage: str, status: str, started_at: datetim
         log.warning("Could not record the failed %s in ops.run_log: %s", stage, str(exc).splitlines()[0])
 
 
-def latest(db: "Warehouse") -> List[Dict[str, Any]]:
+def latest(db: Opens) -> List[Dict[str, Any]]:
     """The last run of each stage."""
     return _runs(db, """
         select stage, status, started_at, finished_at, summary from (
@@ -58,13 +55,13 @@ def latest(db: "Warehouse") -> List[Dict[str, Any]]:
         order by case stage when 'extract' then 1 when 'transform' then 2 else 3 end""")
 
 
-def recent(db: "Warehouse", stage: str, limit: int = 10) -> List[Dict[str, Any]]:
+def recent(db: Opens, stage: str, limit: int = 10) -> List[Dict[str, Any]]:
     """The last `limit` runs of one stage (e.g. sync), newest first."""
     return _runs(db, "select stage, status, started_at, finished_at, summary from ops.run_log where stage = ? "
                      "order by finished_at desc limit ?", [stage, limit])
 
 
-def _runs(db: "Warehouse", sql: str, params: Optional[List[Any]] = None) -> List[Dict[str, Any]]:
+def _runs(db: Opens, sql: str, params: Optional[List[Any]] = None) -> List[Dict[str, Any]]:
     """Runs the query selects from ops.run_log; none before the warehouse or its log exists."""
     if not db.exists():
         return []

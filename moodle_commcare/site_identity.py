@@ -11,12 +11,9 @@ whether it is the same site (keep the key) or another one (a new warehouse).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
-from .database import MISSING_TABLE, UTC_NOW_SQL
-
-if TYPE_CHECKING:
-    from .warehouse import Warehouse
+from .database import MISSING_TABLE, UTC_NOW_SQL, Opens
 
 TABLE = "ops.site_identity"
 
@@ -38,7 +35,7 @@ def ensure_table(con: Any) -> None:
                 "pinned_at timestamp, moved_from varchar)")
 
 
-def pin(db: "Warehouse", dbt_vars: Optional[Dict[str, Any]], accept_move: bool = False) -> Optional[str]:
+def pin(db: Opens, dbt_vars: Optional[Dict[str, Any]], accept_move: bool = False) -> Optional[str]:
     """The site key for this transform: pinned at the first run, checked on every other. None before any extract."""
     con = db.connect()
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import database, markers, runlock, runlog
-from .database import UTC_NOW_SQL, WarehouseBusy, one, scalar
+from .database import UTC_NOW_SQL, WarehouseBusy, WarehouseConfigError, one, scalar
 from .postgres import PASSWORD_ENV, SCHEMES, PgSettings
 
 __all__ = ["Warehouse", "WarehouseConfigError", "WarehouseBusy", "CaseType", "CASE_TYPES", "UNOWNED_TABLE",
@@ -65,10 +65,6 @@ CASE_TYPES: Tuple[CaseType, ...] = (
 )
 UNOWNED_TABLE = "commcare_unowned_cases"  # cases no CommCare owner maps to: reported, never exported
 UNMAPPED_TABLE = "commcare_unmapped_students"  # students without a mobile worker of their own: coach-only
-
-
-class WarehouseConfigError(ValueError):
-    """The destination setting names something this version cannot use."""
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ PACKAGES = ("moodle_commcare", "pipelines", "exports", "emulators", "dbt_project
 
 CORE = {"moodle_commcare", "moodle_commcare.warehouse", "moodle_commcare.database", "moodle_commcare.runlog",
         "moodle_commcare.runlock", "moodle_commcare.markers", "moodle_commcare.http_settings",
-        "moodle_commcare.findings"}
+        "moodle_commcare.findings", "moodle_commcare.postgres", "moodle_commcare.postgres_dlt",
+        "moodle_commcare.dialect"}
 APP = {"moodle_commcare.cli", "moodle_commcare.report", "moodle_commcare.demo", "moodle_commcare.failures",
        "moodle_commcare.check", "moodle_commcare.sync", "moodle_commcare.notify", "moodle_commcare.jsonlog",
        "moodle_commcare.webhook_events", "moodle_commcare.webhook_batcher", "moodle_commcare.webhook_store",
-       "moodle_commcare.webhook_server"}
+       "moodle_commcare.webhook_server", "moodle_commcare.migrate"}
 TRANSFORM = {"moodle_commcare.transform", "moodle_commcare.site_identity", "dbt_project"}
 
 
