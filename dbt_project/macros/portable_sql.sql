@@ -60,8 +60,8 @@
     try_cast(regexp_extract({{ text }}, '^\s*([0-9]+(\.[0-9]+)?)', 1) as double)
 {%- endmacro %}
 
-{% macro default__leading_number(text) -%}
-    cast(substring({{ text }} from '^\s*([0-9]+(\.[0-9]+)?)') as double precision)
+{% macro default__leading_number(text) -%}  {# white space as DuckDB's \s: see plain_text #}
+    cast(substring({{ text }} from '^[\t\n\f\r ]*([0-9]+(\.[0-9]+)?)') as double precision)
 {%- endmacro %}
 
 {# The double type, for casts. #}
