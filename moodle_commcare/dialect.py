@@ -37,9 +37,14 @@ def columns(con: Any, relation: str) -> List[Tuple[str, str]]:
     return [(str(n), str(t)) for n, t in rows]
 
 
+def json_type(con: Any) -> str:
+    """The column type of a JSON object read by key: PostgreSQL's binary jsonb, whose ->> does not parse the text."""
+    return "jsonb" if is_postgres(con) else "json"
+
+
 def json_object(con: Any, pairs: Sequence[Tuple[str, str]]) -> str:
-    """A JSON object of ('key', SQL expression) pairs."""
-    fn = "json_build_object" if is_postgres(con) else "json_object"
+    """A JSON object of ('key', SQL expression) pairs, of json_type."""
+    fn = "jsonb_build_object" if is_postgres(con) else "json_object"
     return f"{fn}(" + ", ".join(f"'{k}', {v}" for k, v in pairs) + ")"
 
 

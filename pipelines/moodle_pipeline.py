@@ -171,6 +171,8 @@ def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progres
     seconds = time.monotonic() - started
     rows = dict(normalized.row_counts)
     rows.pop("_dlt_pipeline_state", None)
+    if warehouse.engine == "postgres":  # dlt's CSV writer counts cells, not rows (CsvWriter.write_data, dlt 1.31)
+        rows = rows_of_loads(pipeline, info.loads_ids, rows)
     report = ExtractReport(duckdb=warehouse.path, rows_loaded=rows, table_rows=table_row_counts(pipeline), stats=stats,
                            seconds=seconds, load_info=info, warnings=run_warnings(pipeline), recovered=recovered,
                            where=str(warehouse))
@@ -267,6 +269,16 @@ def run_warnings(pipeline: dlt.Pipeline) -> List[Dict[str, Any]]:
             f'select code, what, fix, accepted from "{DATASET}".access_gaps where extracted_at = '
             f'(select max(extracted_at) from "{DATASET}".site_info) order by code') or []
     return [{"code": c, "what": w, "fix": f, "accepted": a} for c, w, f, a in rows]
+
+
+def rows_of_loads(pipeline: dlt.Pipeline, load_ids: List[str], tables: Dict[str, int]) -> Dict[str, int]:
+    """Rows each table holds from these loads: what they loaded (the merge keeps the load id of the rows it wrote)."""
+    if not load_ids:
+        return {table: 0 for table in tables}
+    marks = ", ".join("%s" for _ in load_ids)
+    with pipeline.sql_client() as sql:
+        return {table: (sql.execute_sql(f'select count(*) from "{DATASET}"."{table}" where _dlt_load_id in ({marks})',
+                                        *load_ids) or [[0]])[0][0] for table in tables}
 
 
 def table_row_counts(pipeline: dlt.Pipeline) -> Dict[str, int]:

@@ -85,7 +85,7 @@ def ensure_tables(con: Connection) -> None:
             sent_external_id varchar not null,
             episode integer not null,
             action varchar not null,
-            hashes json,
+            hashes {dialect.json_type(con)},
             closing boolean not null
         )""")
 

@@ -42,7 +42,7 @@ def ensure_tables(con: Connection) -> None:
         create table if not exists {SCHEMA}.case_ledger (
             case_type varchar not null,
             external_id varchar not null,  -- the mart's id; CommCare's is this plus '-r<episode>' after a reopen
-            hashes json,                -- property -> digest of the text CommCare accepted (HASH_SCHEME);
+            hashes {dialect.json_type(con)},  -- property -> digest of the text CommCare accepted (HASH_SCHEME);
                                         -- NULL if never accepted
             closed boolean not null default false,  -- a close of the current episode's case was confirmed
             accepted_at timestamp,
@@ -219,7 +219,10 @@ def plan(con: Connection, table: CaseTable, chunk_rows: int, full: bool = False,
     # each digest computed once (the dig step), then read twice: into _hashes and for the comparison
     digests = ", ".join(f'{digest(n)} as "_d{i}"' for i, n in enumerate(hashed))
     hashes = dialect.json_object(con, [(n, f'cur."_d{i}"') for i, n in enumerate(hashed)])
-    if dialect.is_postgres(con):  # each accepted digest read from the ledger's JSON by name
+    # PostgreSQL inlines a CTE into each place that reads it: the action (every digest compared) would be worked
+    # out three times over (for _action, _mode and the window's sort), so its steps are computed once each
+    once = "materialized " if dialect.is_postgres(con) else ""
+    if dialect.is_postgres(con):  # each accepted digest read by name from the ledger's jsonb
         old_values = "hashes"
         changed = " or ".join(f"((l.hashes ->> '{n}') is distinct from cur.\"_d{i}\")" for i, n in enumerate(hashed))
     else:  # DuckDB reads them all in one pass over the parsed JSON, as a list
@@ -235,10 +238,10 @@ def plan(con: Connection, table: CaseTable, chunk_rows: int, full: bool = False,
             from {table.relation} as m
             {parent_join}
         ),
-        dig as (
+        dig as {once}(
             select cur.*, {digests} from cur
         ),
-        classified as (
+        classified as {once}(
             select
                 cur.*,
                 {hashes} as _hashes,
