@@ -448,7 +448,7 @@ def show_warehouses(r: Dict[str, Any]) -> None:
     table = Table(title=f"Warehouses side by side: {r['size']} ({r['spec']['courses']} courses, "
                         f"{r['spec']['students']:,} students), {r['latency'] * 1000:g} ms per Moodle call",
                   title_justify="left")
-    for column in ("run", "stage", "rows", "DuckDB s", "PostgreSQL s", "PostgreSQL / DuckDB", "peak RSS MB (D / P)"):
+    for column in ("run", "stage", "rows", "DuckDB s", "PG s", "PG/DuckDB", "peak MB D/P"):
         table.add_column(column, justify="left" if column in ("run", "stage") else "right")
     for run in ("full", "one_percent"):
         for stage in ("extract", "transform", "export_files", "upload"):

@@ -212,3 +212,29 @@ def test_a_duckdb_warehouse_moved_to_postgresql_sends_nothing_again(
         run_transform(new, VARS)
         assert run_export(new, settings(hq, tmp_path), upload=True).types[1].updated == 1
         assert_store_matches_marts(hq, new)
+
+
+def test_a_scheduled_sync_on_postgresql_records_its_run_and_status_reads_it(
+        tmp_path: Path, hq: CommCareEmulator, postgres_database: str) -> None:
+    """`sync` as a scheduler runs it, on a server warehouse: every stage, one record, no analysts' copy (analysts
+    read the server), and `status` naming the warehouse by its URL without a password."""
+    from .cli_support import cli
+    from .test_sync import env_for, sync_args
+
+    url = postgres_database.replace("postgresql://postgres@", "postgresql://postgres:not-needed@")  # trust: unused
+    hq.owners |= {"owner-default"}
+    with MoodleEmulator(spec=SMALL) as moodle:
+        run = cli(*sync_args(url), env=env_for(moodle, hq, tmp_path))  # type: ignore[arg-type]
+    assert run.returncode == ExitCode.OK, run.stdout + run.stderr
+    wh = Warehouse.of(postgres_database)
+    assert_store_matches_marts(hq, wh)
+    [record] = wh.recent_runs("sync")
+    assert record["status"] == "ok" and record["summary"]["published"] is None
+    assert set(record["summary"]["stages"]) == {"check", "extract", "transform", "export"}
+    status = cli("status", "--warehouse", url, env={})
+    said = " ".join(status.stdout.split())
+    assert status.returncode == 0 and "Recent syncs" in said and postgres_database in said, said
+    assert "not-needed" not in run.stdout + run.stderr + status.stdout + status.stderr
+    written = [f for f in tmp_path.rglob("*") if f.is_file()]  # dlt's state and trace, dbt's artifacts, the log
+    assert any(".dlt_pipelines" in str(f) for f in written) and Path(record["summary"]["log_file"]) in written
+    assert not [f for f in written if b"not-needed" in f.read_bytes()]
