@@ -88,9 +88,13 @@ class PgSettings:
 def connect(settings: PgSettings, application: str = APPLICATION) -> "PgConnection":
     """A connection in autocommit and UTC; PostgresUnavailable (naming the server, never the password) when the
     server does not answer or refuses the login."""
-    import psycopg2
-    import psycopg2.extras
-
+    try:
+        import psycopg2
+        import psycopg2.extras
+    except ImportError:
+        raise WarehouseConfigError(
+            f"The warehouse {settings} is a PostgreSQL database, and PostgreSQL's driver is not installed: "
+            "pip install 'moodle-commcare[postgres]' (from a checkout: pip install '.[postgres]').") from None
     try:
         raw = psycopg2.connect(host=settings.host, port=settings.port, dbname=settings.dbname, user=settings.user,
                                password=settings.password or None, sslmode=settings.sslmode,

@@ -108,3 +108,16 @@ def test_a_postgresql_server_that_does_not_answer_is_a_retry_later_exit_without_
     text = " ".join(done.output.split())
     assert f"postgresql://loader@127.0.0.1:{port}/w" in text and "Could not connect" in text
     assert "pa55word" not in done.output
+
+
+def test_a_postgresql_warehouse_without_its_driver_says_what_to_install(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['psycopg2'] = None\n"  # as on an install without the [postgres] extra
+              "from moodle_commcare.warehouse import Warehouse, WarehouseConfigError\n"
+              "try:\n    Warehouse.of('postgresql://loader:pa55word@127.0.0.1:1/w').connect()\n"
+              "except WarehouseConfigError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert "pip install 'moodle-commcare[postgres]'" in done.stdout, done.stdout + done.stderr
+    assert "pa55word" not in done.stdout
