@@ -16,6 +16,7 @@ from emulators.moodle.school import Enrolment
 from emulators.moodle.site import SiteConfig
 from moodle_commcare import runlog
 from moodle_commcare.transform import run_transform
+from moodle_commcare.warehouse import Warehouse as MWarehouse
 from pipelines.moodle.errors import MoodleDataGapError, MoodleInvalidTokenError
 
 from .conftest import SMALL, Warehouse
@@ -46,7 +47,7 @@ def test_accepted_hidden_phones_are_marked_not_blank(tmp_path: Path) -> None:
         wh = Warehouse(moodle, tmp_path / "m.duckdb")
         report = wh.extract(allow_hidden=["phones"])
         assert [w["code"] for w in report.warnings] == ["phones"]
-        assert any("phone" in w for w in runlog.latest(wh.path)[0]["summary"]["warnings"]), "the run log says so"
+        assert any("phone" in w for w in runlog.latest(MWarehouse.of(wh.path))[0]["summary"]["warnings"]), "the run log says so"
         run_transform(wh.path, VARS)
         students = cases(wh.path, "commcare_student_cases").values()
         assert students and {r["sms_phone_status"] for r in students} == {"hidden_by_moodle"}

@@ -20,7 +20,34 @@ def _text(value: object, duck_type: str) -> Optional[str]:
     with duckdb.connect() as con:
         con.execute(f'create table t ("v" {duck_type})')
         con.execute("insert into t values (?)", [value])
-        return con.execute(f"select {ledger.text_expr('v', duck_type)} from t as m").fetchone()[0]
+        return con.execute(f"select {ledger.text_expr(con, 'v', duck_type)} from t as m").fetchone()[0]
+
+
+_PG: Dict[str, object] = {}
+
+
+def _pg_text(url: str, value: object, pg_type: str) -> Optional[str]:
+    """The same cell's text from a PostgreSQL warehouse (information_schema's name of the type)."""
+    from moodle_commcare import postgres
+
+    con = _PG.get(url) or _PG.setdefault(url, postgres.connect(postgres.PgSettings.from_url(url, "test")))
+    return con.execute(f"select {ledger.text_expr(con, 'v', pg_type)} from (select cast(? as {pg_type}) as v) as m",  # type: ignore[attr-defined]
+                       [value]).fetchone()[0]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.decimals(min_value=-10**9, max_value=10**9, places=6, allow_nan=False, allow_infinity=False).map(float),
+       st.integers(min_value=-(2**62), max_value=2**62),
+       st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1)), st.booleans())
+def test_a_value_reads_the_same_from_postgresql_as_from_duckdb(postgres_url: str, double: float, whole: int,
+                                                               when: dt.datetime, flag: bool) -> None:
+    """The ledger digests this text: the same on both engines, so a warehouse moved from one to the other resends
+    nothing (README "A server warehouse"). Doubles as the marts hold them: at most six decimals (dialect.six_decimals
+    says where the engines part beyond that)."""
+    for value, duck, pg in ((double, "DOUBLE", "DOUBLE PRECISION"), (whole, "BIGINT", "BIGINT"),
+                            (when.date(), "DATE", "DATE"), (when, "TIMESTAMP", "TIMESTAMP WITHOUT TIME ZONE"),
+                            (flag, "BOOLEAN", "BOOLEAN"), (None, "DOUBLE", "DOUBLE PRECISION")):
+        assert _pg_text(postgres_url, value, pg) == _text(value, duck), (value, pg)
 
 
 @settings(max_examples=150, deadline=None)
