@@ -68,12 +68,6 @@ class PgSettings:
         """The URL without the password: what messages and logs name."""
         return f"postgresql://{quote(self.user)}@{self.host}:{self.port}/{quote(self.dbname)}"
 
-    def dsn(self) -> str:
-        """The full URL, password included: for dlt's destination only, never shown."""
-        secret = f":{quote(self.password, safe='')}" if self.password else ""
-        return (f"postgresql://{quote(self.user, safe='')}{secret}@{self.host}:{self.port}/"
-                f"{quote(self.dbname, safe='')}?sslmode={self.sslmode}")
-
     def dbt_env(self) -> Dict[str, str]:
         """What dbt_project/profiles.yml's `postgres` target reads."""
         env = {"MOODLE_COMMCARE_DBT_TARGET": "postgres", "MOODLE_COMMCARE_PG_HOST": self.host,

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from . import database, markers, runlock, runlog
+from . import database, markers, postgres, runlock, runlog
 from .database import UTC_NOW_SQL, WarehouseBusy, WarehouseConfigError, one, scalar
 from .postgres import PASSWORD_ENV, SCHEMES, PgSettings
 
@@ -153,8 +153,6 @@ class Warehouse:
         """A connection: DuckDB's with the warehouse's memory cap (WarehouseBusy when another program holds the
         file), or a PostgreSQL one that answers the same calls (postgres.PgConnection)."""
         if self.postgres is not None:
-            from . import postgres
-
             return postgres.connect(self.postgres)
         return database.connect(self.path, read_only=read_only, memory_limit=self.memory_limit)
 
@@ -214,8 +212,6 @@ class Warehouse:
         `wait` seconds (0: at once). On PostgreSQL an advisory lock, so runs on different machines exclude
         each other too."""
         if self.postgres is not None:
-            from . import postgres
-
             return postgres.advisory_lock(self.postgres, stage, wait, lambda note, waited: runlock.RunLocked(
                 runlock.refusal(self, note, waited)))
         return runlock.run_lock(self.path, stage, wait)
@@ -253,8 +249,6 @@ class Warehouse:
 
     def lock_holder(self) -> Optional[Dict[str, Any]]:
         if self.postgres is not None:
-            from . import postgres
-
             return postgres.lock_holder(self.postgres)
         return runlock.holder(self.path)
 
