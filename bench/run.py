@@ -423,6 +423,7 @@ def compare_warehouses(args: argparse.Namespace, spec: Dict[str, Any], moodle_ar
             serve("emulators.commcare", f"--owners={','.join(sorted(demo.OWNERS))}") as hq_duck, \
             serve("emulators.commcare", f"--owners={','.join(sorted(demo.OWNERS))}") as hq_pg, \
             postgres_database() as pg_url:
+        os.environ["MOODLE_COMMCARE_STATE_DIR"] = tmp  # the PostgreSQL warehouse's dlt and dbt folders: not in .
         targets = {"duckdb": (Warehouse.of(Path(tmp) / "bench.duckdb"), hq_duck),
                    "postgres": (Warehouse.of(pg_url), hq_pg)}
         for engine, (wh, hq) in targets.items():
