@@ -178,6 +178,7 @@ def _run_extract(warehouse: Warehouse, pipelines_dir: Optional[Path], on_progres
                            where=str(warehouse))
     release_memory()  # the stages after this one (dbt's own process among them) do not carry the extract's memory
     runlog.record(warehouse, "extract", "ok", began, {"rows_loaded": rows, "requests": stats.total_requests,
+                                                      "calls": sum(stats.web_service_calls.values()),
                                                  "retries": stats.retries, "seconds": round(seconds, 1),
                                                  "warnings": [f"{w['what']} ({w['fix']})" for w in report.warnings]})
     return report

@@ -23,6 +23,7 @@ from dlt.sources import DltResource
 from . import readable, resources
 from .client import MoodleClient, RequestStats
 from .config import (
+    DEFAULT_CALL_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_PAGE_SIZE,
     DEFAULT_STUDENT_ROLES,
@@ -50,6 +51,7 @@ def moodle_source(
     max_concurrency: int = DEFAULT_CONCURRENCY,
     page_size: int = DEFAULT_PAGE_SIZE,
     user_batch_size: int = DEFAULT_USER_BATCH_SIZE,
+    call_batch_size: int = DEFAULT_CALL_BATCH_SIZE,
     full_refresh: bool = False,
     refresh_course_ids: Sequence[int] = (),
     refresh_user_ids: Sequence[int] = (),
@@ -80,6 +82,8 @@ def moodle_source(
             (sub-categories included).
         allow_hidden: data the site hides from the token's user that the run may go without
             ("phones", "last_access"); anything else hidden stops the run.
+        call_batch_size: per-student calls sent in one request when the token's service includes
+            tool_mobile_call_external_functions (1: one call per request).
         full_refresh: ignore the watermarks and cursors and re-fetch everything.
         refresh_course_ids / refresh_user_ids: re-read these courses' grades and outline, these students' engagement
             and completion, though no access time moved (what a webhook event said changed: serve-webhooks).

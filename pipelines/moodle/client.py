@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Deque, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -49,6 +49,9 @@ TOKEN_PATH = "login/token.php"
 CALL_SETTINGS = (("moodlewssettingraw", "1"),)
 # Moodle errorcodes that only a retry can fix.
 RETRYABLE_ERRORCODES = frozenset({"ex_unabletolock"})
+# Many web-service calls in one HTTP request (3.7+, admin/tool/mobile/classes/external.php call_external_functions):
+# used when the token's service lists it (use_batches). A far-away site's latency is then paid once per batch.
+BATCH_FUNCTION = "tool_mobile_call_external_functions"
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -67,12 +70,25 @@ _ACCESS_CODES = {
 
 
 class RequestStats:
-    """Thread-safe counts of HTTP requests (every attempt) and calls (logical) per web-service function."""
+    """Thread-safe counts of HTTP requests (every attempt) and calls (logical) per web-service function; the calls
+    sent inside batches are counted apart (`batched`), under their own function."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        self.batched: Counter[str] = Counter()
+
+    def count_batched(self, function: str) -> None:
+        with self._lock:
+            self.batched[function] += 1
+
+    @property
+    def web_service_calls(self) -> Dict[str, int]:
+        """Calls per function, each call inside a batch counted under its own function, the batches themselves not."""
+        merged = Counter({f: n for f, n in self.calls.items() if f != BATCH_FUNCTION})
+        merged.update(self.batched)
+        return dict(merged)
 
     def count_request(self, function: str) -> None:
         with self._lock:
@@ -136,6 +152,7 @@ class MoodleClient:
         # mounted on every per-thread session dlt's client creates (see _session): one place to count attempts
         self._adapter = _CountingAdapter(self.stats, pool_maxsize=pool)
         self._rest_url = f"{settings.base_url}/{REST_PATH}"
+        self._batching: Optional[bool] = None
 
     # ---------------------------------------------------------------- secrets
     def redact(self, text: str) -> str:
@@ -247,6 +264,83 @@ class MoodleClient:
         if isinstance(data, dict) and "exception" in data:
             raise self._fail(self._api_error(function, data, needs))
         check_answer(function, data)
+        self._log_warnings(function, data)
+        return data
+
+    # ---------------------------------------------------------------- batches
+    def use_batches(self, site_info: Mapping[str, Any]) -> bool:
+        """Whether per-student calls go out in batches this run: the token's service must list BATCH_FUNCTION and
+        call_batch_size be over 1. Decided once, from the site info; a service without it is said once."""
+        if self._batching is None:
+            listed = BATCH_FUNCTION in {f.get("name") for f in site_info.get("functions") or []}
+            self._batching = listed and self.settings.call_batch_size > 1
+            if not listed and self.settings.call_batch_size > 1:
+                logger.warning(
+                    "The web service does not include %s: every per-student call is one request (a first run against "
+                    "a far-away site takes several times longer). Add it to the service (Site administration > Server "
+                    "> Web services > External services > Functions) to send them %d at a time.", BATCH_FUNCTION,
+                    self.settings.call_batch_size)
+        return self._batching
+
+    def call_each(self, function: str, items: Iterable[P], params_of: Callable[[P], Mapping[str, Any]], *,
+                  batch_key: Optional[Callable[[P], Hashable]] = None,
+                  needs: Optional[str] = None) -> Iterator[Tuple[P, Any]]:
+        """(item, answer of `function` with params_of(item)) for every item, as fan_out gives them: in batches of
+        call_batch_size when use_batches said so, the items of one batch_key (a course) together so that Moodle's
+        caches serve the batch; otherwise one request per call."""
+        if not self._batching:
+            yield from self.fan_out(items, lambda item: self.call(function, params_of(item), needs=needs))
+            return
+        size = self.settings.call_batch_size
+        grouped: Dict[Hashable, List[P]] = {}
+        for item in items:
+            grouped.setdefault(batch_key(item) if batch_key else None, []).append(item)
+        batches = [group[i:i + size] for group in grouped.values() for i in range(0, len(group), size)]
+        work = lambda batch: self.call_batch(function, [params_of(item) for item in batch], needs=needs)  # noqa: E731
+        for batch, answers in self.fan_out(batches, work):
+            yield from zip(batch, answers, strict=True)
+
+    def call_batch(self, function: str, params: List[Mapping[str, Any]], *, needs: Optional[str] = None) -> List[Any]:
+        """The answers of `function` for each of `params`, in order, as `call` gives them, in as few requests as
+        Moodle allows.
+
+        Moodle stops a batch at its first failing call and answers nothing for the calls after it
+        (call_external_functions). That call's error is the single call's: raised as `call` raises it, or, when only a
+        retry or a new token can fix it, the call is made again on its own (through `call`, which does that). The
+        calls after it go in the next batch, so none is lost and none fetched twice. A batch answered short without an
+        error lost its tail to PHP's max_input_vars: the rest goes again in smaller batches.
+        """
+        answers: List[Any] = []
+        size = max(1, len(params))
+        while len(answers) < len(params):
+            chunk = params[len(answers):len(answers) + size]
+            reply = self.call(BATCH_FUNCTION, {"requests": [
+                {"function": function, "arguments": json.dumps(p), "settingraw": 1} for p in chunk]})
+            responses = list((reply or {}).get("responses") or [])[:len(chunk)]
+            for offset, response in enumerate(responses):
+                self.stats.count_batched(function)
+                if response.get("error"):
+                    error = self._api_error(function, _decoded(response.get("exception"), function), needs)
+                    if not isinstance(error, (MoodleRetryableAPIError, MoodleInvalidTokenError)) and \
+                            getattr(error, "errorcode", None) != "accessexception":
+                        raise self._fail(error)
+                    answers.append(self.call(function, chunk[offset], needs=needs))
+                    break
+                data = _decoded(response.get("data"), function)
+                check_answer(function, data)
+                self._log_warnings(function, data)
+                answers.append(data)
+            else:
+                if len(responses) < len(chunk):  # cut short without a word: PHP dropped the input past max_input_vars
+                    if not responses and size == 1:
+                        answers.append(self.call(function, chunk[0], needs=needs))
+                    size = max(1, (len(responses) or size) // 2)
+                    logger.warning("Moodle answered %d of %d calls of a batch without an error (PHP's max_input_vars "
+                                   "cut the request): sending the rest %d at a time; lower "
+                                   "SOURCES__MOODLE__CALL_BATCH_SIZE.", len(responses), len(chunk), size)
+        return answers
+
+    def _log_warnings(self, function: str, data: Any) -> None:
         if isinstance(data, dict):
             for warning in data.get("warnings") or []:
                 logger.info(
@@ -255,7 +349,6 @@ class MoodleClient:
                         f"{warning.get('itemid')}: {warning.get('message')}"
                     )
                 )
-        return data
 
     def fan_out(self, items: Iterable[P], work: Callable[[P], R]) -> Iterator[Tuple[P, R]]:
         """Run `work(item)` for every item, at most `max_concurrency` at a time, yielding in input order.
@@ -392,3 +485,15 @@ class MoodleClient:
             f"{said}. This is an error inside Moodle (a plugin or the server): check the site's error log; "
             "the run can be retried once it is fixed.", **kwargs)
 
+
+
+def _decoded(text: Any, function: str) -> Any:
+    """A batched call's `data` or `exception`: JSON text inside the JSON answer, so decoded a second time."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        raise MoodleInvalidResponseError(
+            f"Moodle's batched answer to {function} holds text that is not JSON ({len(text)} characters): try again; "
+            "if it persists, set SOURCES__MOODLE__CALL_BATCH_SIZE=1 and check the server's error log.") from None

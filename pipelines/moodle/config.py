@@ -39,6 +39,10 @@ DEFAULT_CONCURRENCY = 4  # Moodle has no rate limiter; 2-4 parallel requests is 
 DEFAULT_PAGE_SIZE = 500  # users per core_enrol_get_enrolled_users page
 DEFAULT_USER_BATCH_SIZE = 200  # ids per core_user_get_users_by_field POST, far below max_input_vars=1000
 MAX_USER_BATCH_SIZE = 400  # PHP's max_input_vars (1000 by default) cuts a larger request short
+# Web-service calls per tool_mobile_call_external_functions request (client.py): three input variables each
+# (function, arguments, settingraw), so 100 stay far below max_input_vars; 1 turns batching off.
+DEFAULT_CALL_BATCH_SIZE = 100
+MAX_CALL_BATCH_SIZE = 300
 
 
 def env_name(name: str) -> str:
@@ -163,6 +167,8 @@ class MoodleSettings(HttpSettings):
     max_concurrency: int = DEFAULT_CONCURRENCY
     page_size: int = DEFAULT_PAGE_SIZE
     user_batch_size: int = DEFAULT_USER_BATCH_SIZE
+    call_batch_size: int = DEFAULT_CALL_BATCH_SIZE
+    """per-student calls per request when the service has tool_mobile_call_external_functions (1: one per request)"""
     full_refresh: bool = False
     """ignore the watermarks and cursors this run"""
     refresh_course_ids: List[int] = dataclasses.field(default_factory=list)
@@ -197,12 +203,15 @@ class MoodleSettings(HttpSettings):
         self.allow_hidden = _gap_names(self.allow_hidden)
         self.language = _language(self.language)
         self.default_phone_region = _region(self.default_phone_region)
-        for name in ("max_concurrency", "page_size", "user_batch_size"):
+        for name in ("max_concurrency", "page_size", "user_batch_size", "call_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise self.invalid(name, "must be a whole number of at least 1")
         if self.user_batch_size > MAX_USER_BATCH_SIZE:
             raise self.invalid("user_batch_size", f"too large: PHP's max_input_vars (1000 by default) would cut the "
                                                   f"request short. Use {MAX_USER_BATCH_SIZE} or less")
+        if self.call_batch_size > MAX_CALL_BATCH_SIZE:
+            raise self.invalid("call_batch_size", f"too large: PHP's max_input_vars (1000 by default) would cut the "
+                                                  f"request short. Use {MAX_CALL_BATCH_SIZE} or less")
 
     @classmethod
     def describe(cls, exc: ConfigurationException) -> Optional[str]:

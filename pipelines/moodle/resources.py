@@ -14,7 +14,6 @@ import dlt
 
 from . import schema, webservice
 from .client import MoodleClient
-from .enrolments import Enrolment
 from .gaps import ENROLMENT_GAPS, OUTLINE_GAPS, PROFILE_GAPS, PROGRESS_GAPS, graded_activities
 from .run import MoodleRun
 from .selection import Cursor, SubmissionCursors
@@ -142,7 +141,8 @@ def grades(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
 
 @dlt.resource(name="course_engagement", section=SECTION)
 def course_engagement(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
-    """Progress, completion and last access per active student enrolment: one call per changed student."""
+    """Progress, completion and last access per active student enrolment: one call per changed student (in batches
+    where the service allows, client.call_each)."""
     run.require("course_engagement")
     yield from _tables("course_engagement", "access_gaps")
     selected = {c["id"] for c in run.courses()}
@@ -150,15 +150,14 @@ def course_engagement(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     tracked = {c["id"] for c in run.courses() if c.get("enablecompletion")}
     progress_seen = tracked_rows = 0
 
-    def fetch(user_id: int) -> List[dict]:
-        return webservice.users_courses(client, user_id, with_counts=False)
-
-    for user_id, courses_of_user in client.fan_out(run.changed_students(), fetch):
+    answers = client.call_each(webservice.FN_USERS_COURSES, run.changed_students(),
+                               lambda user_id: webservice.users_courses_params(user_id, with_counts=False))
+    for user_id, courses_of_user in answers:
         rows = [_stamped({
             "user_id": user_id, "course_id": c["id"], "progress": c.get("progress"),
             "completed": c.get("completed"), "lastaccess": c.get("lastaccess"),
             "completionusertracked": c.get("completionusertracked"),
-        }, run) for c in courses_of_user if c["id"] in selected and (user_id, c["id"]) in student_pairs]
+        }, run) for c in courses_of_user or [] if c["id"] in selected and (user_id, c["id"]) in student_pairs]
         tracked_rows += sum(1 for r in rows if r["course_id"] in tracked)
         progress_seen += sum(1 for r in rows if r["course_id"] in tracked and r["progress"] is not None)
         if rows:
@@ -169,15 +168,16 @@ def course_engagement(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
 
 @dlt.resource(name="activity_completion", section=SECTION)
 def activity_completion(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
-    """One call per student and course, only where the student entered the course since the last run."""
+    """One call per student and course, only where the student entered the course since the last run (in batches of
+    one course's students where the service allows)."""
     run.require("activity_completion")
     yield from _tables("activity_completion")
     status_columns = [k for k in schema.TABLES["activity_completion"] if k not in ("user_id", "course_id")]
 
-    def fetch(e: Enrolment) -> dict:
-        return webservice.activities_completion(client, e.course_id, e.user_id)
-
-    for e, answer in client.fan_out(run.changed_student_pairs(), fetch):
+    answers = client.call_each(webservice.FN_ACTIVITIES_COMPLETION, run.changed_student_pairs(),
+                               lambda e: webservice.activities_completion_params(e.course_id, e.user_id),
+                               batch_key=lambda e: e.course_id)  # one course's calls together: its caches serve them
+    for e, answer in answers:
         rows = [_stamped({"user_id": e.user_id, "course_id": e.course_id, **{k: st.get(k) for k in status_columns}},
                          run) for st in answer.get("statuses") or []]
         if rows:

@@ -69,6 +69,7 @@ class MoodleRun:
         with self._lock:
             if self._site_info is None:
                 self._site_info = webservice.site_info(self.client)
+                self.client.use_batches(self._site_info)
             return self._site_info
 
     def require(self, resource: str) -> None:

@@ -181,14 +181,22 @@ def grade_report(client: Caller, course_id: int) -> dict:
     return client.call(FN_GRADE_ITEMS, {"courseid": course_id, "userid": 0})
 
 
+def users_courses_params(user_id: int, *, with_counts: bool) -> Dict[str, Any]:
+    return {"userid": user_id, "returnusercount": 1 if with_counts else 0}
+
+
 def users_courses(client: Caller, user_id: int, *, with_counts: bool) -> List[dict]:
     """A user's courses with progress, completion and last access; with each course's enrolment count if asked."""
-    return client.call(FN_USERS_COURSES, {"userid": user_id, "returnusercount": 1 if with_counts else 0}) or []
+    return client.call(FN_USERS_COURSES, users_courses_params(user_id, with_counts=with_counts)) or []
+
+
+def activities_completion_params(course_id: int, user_id: int) -> Dict[str, Any]:
+    return {"courseid": course_id, "userid": user_id}
 
 
 def activities_completion(client: Caller, course_id: int, user_id: int) -> dict:
     """A student's completion state of every activity of a course."""
-    return client.call(FN_ACTIVITIES_COMPLETION, {"courseid": course_id, "userid": user_id})
+    return client.call(FN_ACTIVITIES_COMPLETION, activities_completion_params(course_id, user_id))
 
 
 def course_contents(client: Caller, course_id: int) -> List[dict]:
