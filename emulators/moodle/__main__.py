@@ -11,7 +11,7 @@ from emulators import serve_until_interrupted
 
 from .access import PROFILES
 from .school import SchoolSpec
-from .server import MoodleEmulator
+from .server import MAX_INPUT_VARS, MoodleEmulator
 from .site import VERSIONS, SiteConfig
 
 
@@ -27,6 +27,10 @@ def main() -> None:
     parser.add_argument("--now", type=int, default=None)
     parser.add_argument("--profile", default="integration", help="who the token acts as: " + ", ".join(PROFILES))
     parser.add_argument("--moodle-version", default="4.5", choices=sorted(VERSIONS))
+    parser.add_argument("--batch-function", action="store_true",
+                        help="the token's service holds tool_mobile_call_external_functions (an admin added it)")
+    parser.add_argument("--max-input-vars", type=int, default=MAX_INPUT_VARS,
+                        help="php.ini max_input_vars: variables past it are dropped without a word")
     args = parser.parse_args()
     spec = SchoolSpec(seed=args.seed, courses=args.courses, students=args.students, grade_items=args.grade_items,
                       activities=args.activities, assignments=args.assignments,
@@ -35,7 +39,7 @@ def main() -> None:
         spec.now = args.now
     site = SiteConfig.recommended(version=args.moodle_version)
     with MoodleEmulator(spec=spec, latency=args.latency, port=args.port, control=True, profile=args.profile,
-                        site=site) as moodle:
+                        site=site, batch_function=args.batch_function, max_input_vars=args.max_input_vars) as moodle:
         print(json.dumps({"base_url": moodle.base_url, "token": moodle.token, "now": spec.now}), flush=True)
         serve_until_interrupted()
 

@@ -19,13 +19,44 @@ from .people import ENROLLED_USER_KEYS, SEPARATEGROUPS, USER_DESCRIPTION_KEYS, P
 from .school import DAY, Assignment, Course, School
 from .site import CallSettings, Formatter, SiteConfig
 
+# The moodle_exception `module` (string file) each errorcode is thrown with, which get_exception_info puts in a batched
+# sub-call's `moreinfourl` (lib/setuplib.php). Anything not listed is thrown with module '' or 'error' (dml_exception,
+# required_capability_exception with its default $stringfile '', moodle_exception('notingroup'), 'nopermissiontoviewgrades'
+# thrown with 'error').
+MODULES = {
+    "invalidparameter": "debug",  # lib/setuplib.php invalid_parameter_exception: ('invalidparameter', 'debug', ...)
+    "codingerror": "debug",  # lib/setuplib.php coding_exception: parent::__construct('codingerror', 'debug', ...)
+    "errorcoursecontextnotvalid": "webservice",  # external_api::validate_context: moodle_exception(..., 'webservice', ...)
+    "accessexception": "webservice",  # webservice_access_exception: parent::__construct('accessexception', 'webservice', ...)
+    "criteriaerror": "webservice",  # course/externallib.php get_categories: moodle_exception('criteriaerror', 'webservice', ...)
+    "accessdenied": "admin",  # completion/classes/external.php: moodle_exception('accessdenied', 'admin')
+}
+
 
 class WSError(Exception):
-    """An error Moodle reports as an `exception` body; the class name is made version-specific when sent."""
+    """An error Moodle reports as an `exception` body; the class name is made version-specific when sent.
 
-    def __init__(self, exception: str, errorcode: str, message: str, debuginfo: Optional[str] = None) -> None:
+    `link` is the exception's $link (a required_capability_exception's is the context's URL, lib/setuplib.php); None
+    is '' (get_exception_info then uses $CFG->wwwroot/). It only shows in a batched sub-call's exception (`info`)."""
+
+    def __init__(self, exception: str, errorcode: str, message: str, debuginfo: Optional[str] = None,
+                 link: Optional[str] = None) -> None:
         super().__init__(message)
         self.exception, self.errorcode, self.message, self.debuginfo = exception, errorcode, message, debuginfo
+        self.link = link
+
+    def info(self, site: SiteConfig, wwwroot: str, lang: str) -> Dict[str, Any]:
+        """What external_api::call_external_function puts in a failed call's `exception` (lib/external/classes/
+        external_api.php; lib/externallib.php before 4.2): get_exception_info($e) (lib/setuplib.php) with `a` unset,
+        and `debuginfo` and `backtrace` unset unless debugging is DEBUG_DEVELOPER (not modelled: $CFG->debug here is at
+        most DEBUG_NORMAL, SiteConfig.debugging). No `exception` class name, unlike the REST server's error body.
+        moreinfourl is get_docs_url() ($CFG->docroot 'https://docs.moodle.org', $CFG->branch, current_language())
+        then 'error/<module, or moodle for error>/<errorcode>'; link is the exception's, else the referer (a web-service
+        client sends none), else $CFG->wwwroot/."""
+        module = MODULES.get(self.errorcode, "error")
+        modulelink = "moodle" if module == "error" else module
+        return {"message": self.message, "errorcode": self.errorcode, "link": self.link or f"{wwwroot}/",
+                "moreinfourl": f"https://docs.moodle.org/{site.branch}/{lang}/error/{modulelink}/{self.errorcode}"}
 
     def body(self, site: SiteConfig) -> Dict[str, Any]:
         out: Dict[str, Any] = {"exception": site.exception_class(self.exception), "errorcode": self.errorcode,
@@ -33,6 +64,9 @@ class WSError(Exception):
         if self.debuginfo is not None and site.debugging:  # only with $CFG->debug >= DEBUG_NORMAL
             out["debuginfo"] = self.debuginfo
         return out
+
+
+BATCH_FUNCTION = "tool_mobile_call_external_functions"
 
 
 def invalid_parameter(detail: str) -> WSError:
@@ -57,10 +91,12 @@ CAPABILITY_NAMES = {
 }
 
 
-def no_permission(capability: str) -> WSError:
-    """required_capability_exception: errorcode nopermissions, the capability's translated name in the message."""
+def no_permission(capability: str, link: Optional[str] = None) -> WSError:
+    """required_capability_exception: errorcode nopermissions, the capability's translated name in the message, the
+    context's URL as its link."""
     return WSError("required_capability_exception", "nopermissions",
-                   f"Sorry, but you do not currently have permissions to do that ({CAPABILITY_NAMES[capability]}).")
+                   f"Sorry, but you do not currently have permissions to do that ({CAPABILITY_NAMES[capability]}).",
+                   link=link)
 
 
 def context_not_valid(course_id: int) -> WSError:
@@ -123,8 +159,11 @@ class MoodleAPI:
             "mod_assign_get_submissions": self.submissions,
             "mod_assign_get_user_flags": self.user_flags,
             "mod_assign_get_participant": self.participant,
+            # in every 3.7+ site's external_functions, but in no service unless the admin adds it (batch.py); the
+            # server answers it (it needs the token and dispatches through the server's own path)
+            BATCH_FUNCTION: self._batch_placeholder,
         }
-        self.service_functions = set(self.functions)
+        self.service_functions = set(self.functions) - {BATCH_FUNCTION}
         # $CFG->wwwroot: what site info reports, whatever address the emulator listens on
         self.base_url = "https://moodle.demo-academy.example"
         # per call: who asks and with which moodlewssetting* values
@@ -133,6 +172,7 @@ class MoodleAPI:
         self.people = People(school, self.caller, self.fmt)
 
     def call(self, function: str, params: Dict[str, Any], caller: TokenUser, settings: CallSettings) -> Any:
+        """A single REST call: webservice_base_server::run's checks, then the function (`run`)."""
         if function not in self.functions:
             # external_api::external_function_info(..., MUST_EXIST)
             raise missing_record("external_functions")
@@ -144,6 +184,11 @@ class MoodleAPI:
                           "is user-restricted and the user is not listed. 3. The service is IP-restricted and the user "
                           "IP is not listed. 4. The service is time-restricted and the time has expired. 5. The token "
                           "is time-restricted and the time has expired.")
+        return self.run(function, params, caller, settings)
+
+    def run(self, function: str, params: Dict[str, Any], caller: TokenUser, settings: CallSettings) -> Any:
+        """The function itself, as the caller, with these settings: what a single call and a batched sub-call share
+        (each function does its own validate_context and require_capability)."""
         with self.school.lock:
             caller.course_roles = self.school.roles_of(caller.user_id)
             self.caller = caller
@@ -165,7 +210,17 @@ class MoodleAPI:
 
     def _require(self, capability: str, course_id: Optional[int]) -> None:
         if not self.caller.can(capability, course_id):
-            raise no_permission(capability)
+            raise no_permission(capability, self._context_url(course_id))
+
+    def _context_url(self, course_id: Optional[int]) -> str:
+        """context_course::get_url() (lib/accesslib.php): /course/view.php?id=N, '/' for the site course; the
+        system context's is '/' too."""
+        if course_id is None or course_id == 1:
+            return f"{self.base_url}/"
+        return f"{self.base_url}/course/view.php?id={course_id}"
+
+    def _batch_placeholder(self, params: Dict[str, Any]) -> Any:
+        raise AssertionError("tool_mobile_call_external_functions is answered by the server (batch.py)")
 
     def _warning(self, item: str, itemid: int, code: str, message: str) -> Dict[str, Any]:
         return {"item": item, "itemid": itemid, "warningcode": code, "message": message}
@@ -337,7 +392,7 @@ class MoodleAPI:
         self._validate_context(course)
         cid = course.id
         if not (self.caller.can("moodle/course:viewparticipants", cid) or self.caller.can("moodle/course:enrolreview", cid)):
-            raise no_permission("moodle/course:viewparticipants")  # course_require_view_participants
+            raise no_permission("moodle/course:viewparticipants", self._context_url(cid))  # course_require_view_participants
         if options.get("withcapability"):
             self._require("moodle/role:review", cid)
         groupid = int(options.get("groupid", 0) or 0)
@@ -894,9 +949,10 @@ class MoodleAPI:
         if a is None:
             raise missing_record("assign")
         userid = _int(params, "userid")
-        if not self._can_view_grades(a.course_id):
+        if not self._can_view_grades(a.course_id):  # require_capability in the module context: its URL is the link
             raise WSError("required_capability_exception", "nopermission",
-                          "Sorry, but you do not currently have permissions to do that (View grades).")
+                          "Sorry, but you do not currently have permissions to do that (View grades).",
+                          link=f"{self.base_url}/mod/assign/view.php?id={a.cmid}")
         e = s.enrolments[a.course_id].get(userid)
         if e is None or e.role != "student":
             raise WSError("moodle_exception", "usernotincourse", "User is not enrolled in this course")

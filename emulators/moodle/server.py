@@ -19,12 +19,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 from .access import token_user
-from .api import MoodleAPI, WSError
+from .api import BATCH_FUNCTION, MoodleAPI, WSError
+from .batch import call_external_functions
 from .school import School, SchoolSpec
 from .site import CallSettings, SiteConfig
 from .webhooks import WebhookSender, WebhookService
 
-MAX_INPUT_VARS = 1000
+MAX_INPUT_VARS = 1000  # php.ini max_input_vars, PHP's default
 DEMO_TOKEN = "demo-0123456789abcdef0123456789abcdef"
 DEMO_USERNAME = "wsuser"
 DEMO_PASSWORD = "Demo-Passw0rd!"
@@ -98,18 +99,36 @@ _ERRORCODE_EXCEPTIONS = {
 }
 
 
+class _HTTPFault(Exception):
+    """An injected HTTP-level fault hit a batched sub-call: the whole request answers with it."""
+
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(fault.kind)
+        self.fault = fault
+
+
+_HTTP_FAULTS = frozenset({"http500", "http502", "http429", "maintenance_html", "html200", "reset", "truncate",
+                          "invalid_json", "null"})
+
+
 class MoodleEmulator:
     """Start with `with MoodleEmulator() as moodle:`; `moodle.base_url` and `moodle.token` are what a client needs."""
 
     def __init__(self, school: Optional[School] = None, spec: Optional[SchoolSpec] = None, latency: float = 0.0,
                  host: str = "127.0.0.1", port: int = 0, control: bool = False, ssl_context: Any = None,
-                 profile: str = "integration", site: Optional[SiteConfig] = None) -> None:
+                 profile: str = "integration", site: Optional[SiteConfig] = None, batch_function: bool = False,
+                 max_input_vars: int = MAX_INPUT_VARS) -> None:
         """`profile` is who the demo token acts as (access.PROFILES); `site` the Moodle settings and version
-        (default: a 4.5 site set up as the README asks)."""
+        (default: a 4.5 site set up as the README asks). `batch_function`: the admin added
+        tool_mobile_call_external_functions to the token's service (batch.py; no site has it there by default).
+        `max_input_vars`: php.ini's, applied to every request's query string and body (see _handle)."""
         self.school = school or School(spec)
         self.control = control
         self.site = site or SiteConfig.recommended()
         self.api = MoodleAPI(self.school, self.site)
+        if batch_function:
+            self.add_function(BATCH_FUNCTION)
+        self.max_input_vars = max_input_vars
         self.latency = latency
         token_user(profile, 0)  # reject an unknown profile now, not on the first request
         self.tokens: Dict[str, Token] = {DEMO_TOKEN: Token(profile, DEMO_SERVICE)}
@@ -125,7 +144,10 @@ class MoodleEmulator:
         self.web_services_enabled = True
         self.rest_protocol_enabled = True
         self.faults: List[Fault] = []
-        self.requests: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()  # HTTP requests to server.php by wsfunction (a batch counts once)
+        # sub-calls a tool_mobile_call_external_functions request processed, by function (those after a failing one
+        # are not processed, so not counted); `calls` adds the single calls
+        self.batched: Counter[str] = Counter()
         self.request_log: List[Dict[str, Any]] = []
         self.keep_log = False
         self.hooks: List[Callable[[str, Dict[str, Any]], None]] = []  # after_request
@@ -214,19 +236,38 @@ class MoodleEmulator:
     def remove_function(self, name: str) -> None:
         self.api.service_functions.discard(name)
 
+    def add_function(self, name: str) -> None:
+        """The admin adds an existing function to the token's service (Site administration > Server > Web services >
+        External services > Functions), e.g. tool_mobile_call_external_functions."""
+        if name not in self.api.functions:
+            raise ValueError(f"the emulator has no function {name!r}")
+        self.api.service_functions.add(name)
+
+    @property
+    def calls(self) -> Counter[str]:
+        """Function runs, single or batched: `requests` without the batch requests themselves, plus `batched`."""
+        with self._lock:
+            out = Counter({f: n for f, n in self.requests.items() if f != BATCH_FUNCTION})
+            out.update(self.batched)
+            return out
+
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.batched.clear()
             self.request_log.clear()
 
     def error_body(self, errorcode: str) -> Dict[str, Any]:
         exception, message = _ERRORCODE_EXCEPTIONS.get(errorcode, ("moodle_exception", errorcode))
         return WSError(exception, errorcode, message).body(self.site)
 
-    def _take_fault(self, function: str, params: Dict[str, Any]) -> Optional[Fault]:
+    def _take_fault(self, function: str, params: Dict[str, Any], explicit: bool = False) -> Optional[Fault]:
+        """The first live fault for this call; `explicit` (a batched sub-call) takes only one naming the function."""
         with self._lock:
             for fault in self.faults:
                 if fault.times <= 0 or (fault.function and fault.function != function):
+                    continue
+                if explicit and fault.function is None:
                     continue
                 if fault.course_id is not None and str(params.get("courseid")) != str(fault.course_id):
                     continue
@@ -267,8 +308,15 @@ class MoodleEmulator:
 
             def _handle(self, body: bytes) -> None:
                 url = urlsplit(self.path)
-                pairs = parse_qsl(url.query, keep_blank_values=True) + parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-                pairs = pairs[:MAX_INPUT_VARS]  # PHP drops the rest without a word
+                query = parse_qsl(url.query, keep_blank_values=True)
+                posted = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+                # PHP parses $_GET and $_POST separately, each with its own count, and drops the rest with an E_WARNING
+                # in its log, nothing to the client (main/php_variables.c). The query string keeps max_input_vars
+                # (php_default_treat_data checks `++count > max_input_vars` before registering); the body keeps one
+                # more (PHP >= 5.6 add_post_vars registers a variable, then checks `++vars->cnt > max_vars`).
+                # webservice/rest/locallib.php merges them, $_POST winning: array_merge($_GET, $_POST)
+                limit = emulator.max_input_vars
+                pairs = query[:limit] + posted[:limit + 1]
                 flat = dict(pairs)
                 if emulator.latency:
                     time.sleep(emulator.latency)
@@ -294,7 +342,8 @@ class MoodleEmulator:
                 with emulator._lock:
                     emulator.requests[function] += 1
                     if emulator.keep_log:
-                        emulator.request_log.append({"function": function, "at": time.monotonic(), "vars": len(pairs),
+                        emulator.request_log.append({"function": function, "at": time.monotonic(),
+                                                     "vars": len(query) + len(posted), "kept": len(pairs),
                                                      "params": params,
                                                      "method": self.command, "query": url.query,
                                                      "settings": {k: v for k, v in flat.items()
@@ -321,13 +370,53 @@ class MoodleEmulator:
                     return self._json(emulator.error_body("sitemaintenance"))
                 caller = token_user(token.profile, emulator.school.service_users[token.profile])
                 caller.prohibited = frozenset(emulator.prohibited)
+                settings = CallSettings.from_request(flat, emulator.site)
+                answered: List[Tuple[str, Dict[str, Any]]] = []  # batched sub-calls, for the hooks
                 try:
-                    answer = emulator.api.call(function, params, caller, CallSettings.from_request(flat, emulator.site))
+                    if function == BATCH_FUNCTION and function in emulator.api.service_functions:
+                        answer = self._batch(params, caller, settings, answered)
+                    else:
+                        answer = emulator.api.call(function, params, caller, settings)
                 except WSError as err:
                     answer = err.body(emulator.site)
-                for hook in list(emulator.hooks):  # after Moodle answered, before the caller reads it (after_request)
+                except _HTTPFault as hit:
+                    self._apply_fault(hit.fault)
+                    return
+                # after Moodle answered, before the caller reads it (after_request): each batched sub-call, then the call
+                for hook in list(emulator.hooks):
+                    for sub_function, sub_args in answered:
+                        hook(sub_function, sub_args)
                     hook(function, params)
                 self._json(answer)
+
+            def _batch(self, params: Dict[str, Any], caller: Any, settings: CallSettings,
+                       answered: List[Tuple[str, Dict[str, Any]]]) -> Dict[str, Any]:
+                """tool_mobile_call_external_functions (batch.py): each sub-call runs the function as a single call
+                would (api.run: the caller's capabilities, the same answers and errors), after the service check
+                the batch makes itself. An injected fault naming a sub-call's function hits that sub-call: an
+                errorcode becomes its exception, an HTTP fault is the whole request's answer (PHP died mid-batch)."""
+                def subcall(function: str, args: Dict[str, Any], sub_settings: CallSettings) -> Any:
+                    fault = emulator._take_fault(function, args, explicit=True)
+                    if fault is not None:
+                        if fault.kind == "timeout":
+                            time.sleep(fault.seconds)
+                        elif fault.kind in _HTTP_FAULTS:
+                            raise _HTTPFault(fault)
+                        else:
+                            exception, message = _ERRORCODE_EXCEPTIONS.get(fault.kind, ("moodle_exception", fault.kind))
+                            raise WSError(exception, fault.kind, message)
+                    if function == BATCH_FUNCTION:  # a batch inside a batch runs like any function in the service
+                        return self._batch(args, caller, sub_settings, answered)
+                    return emulator.api.run(function, args, caller, sub_settings)
+
+                def done(function: str, args: Dict[str, Any]) -> None:
+                    with emulator._lock:
+                        emulator.batched[function] += 1
+                    answered.append((function, args))
+
+                return call_external_functions(params, emulator.site, settings, set(emulator.api.service_functions),
+                                               subcall, emulator.api.base_url,
+                                               emulator.school.users[caller.user_id].lang, done)
 
             def _token(self, flat: Dict[str, str]) -> None:
                 if not emulator.web_services_enabled:  # login/token.php: moodle_exception('enablewsdescription')
@@ -361,6 +450,8 @@ class MoodleEmulator:
                 """Benchmark control when the emulator runs in its own process (never in a real Moodle)."""
                 if path == "/_admin/requests":
                     return self._json(dict(emulator.requests))
+                if path == "/_admin/batched":  # sub-calls inside tool_mobile_call_external_functions, by function
+                    return self._json(dict(emulator.batched))
                 if path == "/_admin/reset":
                     emulator.reset_counts()
                     return self._json({"ok": True})

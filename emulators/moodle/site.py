@@ -66,6 +66,12 @@ class SiteConfig:
     def release(self) -> str:
         return VERSIONS[self.version][1]
 
+    @property
+    def branch(self) -> str:
+        """$CFG->branch (version.php): '405' for 4.5, as get_docs_url() puts it in a docs link."""
+        major, minor = self.version.split(".")
+        return f"{int(major)}{int(minor):02d}"
+
     def at_least(self, version: str) -> bool:
         return tuple(map(int, self.version.split("."))) >= tuple(map(int, version.split(".")))
 
@@ -80,13 +86,17 @@ class CallSettings:
     raw: bool = False
     filter: bool = False
     lang: str = ""
+    # moodlewssettingfileurl (default true): rewrite pluginfile URLs to webservice/pluginfile.php. Carried (a batched
+    # sub-call sets it per request) but not modelled: no answer of the emulator holds a file URL it would rewrite.
+    fileurl: bool = True
 
     @classmethod
     def from_request(cls, flat: Dict[str, str], site: SiteConfig) -> "CallSettings":
         lang = flat.get("moodlewssettinglang", "")
         return cls(raw=flat.get("moodlewssettingraw") in ("1", "true"),
                    filter=flat.get("moodlewssettingfilter") in ("1", "true"),
-                   lang=lang if lang in site.languages else "")  # PARAM_LANG cleans unknown codes to ''
+                   lang=lang if lang in site.languages else "",  # PARAM_LANG cleans unknown codes to ''
+                   fileurl=flat.get("moodlewssettingfileurl", "1") not in ("0", "false", ""))
 
 
 @dataclass
