@@ -3,6 +3,7 @@
     ./run bench --size small            # a few minutes
     ./run bench --size district         # 300 courses, 15,000 students, ~45,000 enrolments, 25 ms per call
     ./run bench --size small --warehouses   # the same runs into DuckDB and into PostgreSQL, side by side
+    ./run bench --size district --batching  # a first run with per-student calls batched, against one call per request
 
 Both emulators run in their own processes, so the figures are the connector's alone. Prints a table and
 writes the figures as JSON (bench/results/<size>.json). A benchmark reports; it asserts nothing.
@@ -444,6 +445,58 @@ def compare_warehouses(args: argparse.Namespace, spec: Dict[str, Any], moodle_ar
     return {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency, "runs": runs}
 
 
+def marts_of(wh: Warehouse) -> Dict[str, List[Tuple[Any, ...]]]:
+    """Every case table's rows, sorted: what two runs must agree on."""
+    with wh.connect(read_only=True) as con:
+        return {t.table: sorted(con.execute(f"select * from {t.relation}").fetchall(), key=repr) for t in CASE_TYPES}
+
+
+def compare_batching(args: argparse.Namespace, spec: Dict[str, Any], moodle_args: List[str]) -> Dict[str, Any]:
+    """A first run (extract and transform) from a site whose service has tool_mobile_call_external_functions, and
+    from the same site without it, each from its own emulator process; requests, web-service calls, time against
+    the latency floor of the requests actually sent, and whether the marts agree."""
+    rss = PeakRSS()
+    runs: Dict[str, Dict[str, Any]] = {}
+    marts: Dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, extra in (("batched", ["--batch-function"]), ("single", [])):
+            with serve("emulators.moodle", *moodle_args, *extra) as moodle:
+                console.rule(f"First run, {mode} calls ({args.size})")
+                wh = Warehouse.of(Path(tmp) / f"{mode}.duckdb")
+                figures: Dict[str, Any] = {"extract": {}, "transform": {}}
+                with rss.stage(figures["extract"]):
+                    report = run_extract(wh, base_url=moodle["base_url"], token=moodle["token"],
+                                         allow_insecure_http=True, max_concurrency=args.concurrency)
+                with rss.stage(figures["transform"]):
+                    run_transform(wh, demo.dbt_vars(as_of=AS_OF))
+                calls = report.stats.web_service_calls
+                figures["extract"].update(requests=report.stats.total_requests, calls=sum(calls.values()),
+                                          by_function=dict(report.stats.requests), calls_by_function=calls,
+                                          floor=round(report.stats.total_requests * args.latency / args.concurrency, 1))
+                runs[mode] = figures
+                marts[mode] = marts_of(wh)
+    same = marts["batched"] == marts["single"]
+    return {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency, "runs": runs,
+            "same_marts": same, "cases": {t: len(rows) for t, rows in marts["batched"].items()}}
+
+
+def show_batching(r: Dict[str, Any]) -> None:
+    table = Table(title=f"Batched calls: {r['size']} ({r['spec']['courses']} courses, {r['spec']['students']:,} "
+                        f"students), {r['latency'] * 1000:g} ms per request, concurrency {r['concurrency']}",
+                  title_justify="left")
+    for column in ("run", "HTTP requests", "web-service calls", "extract s", "latency floor s", "transform s",
+                   "peak MB"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for mode in ("single", "batched"):
+        x, t = r["runs"][mode]["extract"], r["runs"][mode]["transform"]
+        table.add_row(mode, f"{x['requests']:,}", f"{x['calls']:,}", f"{x['seconds']:.1f}", f"{x['floor']:.1f}",
+                      f"{t['seconds']:.1f}", f"{max(x['peak_rss_mb'], t['peak_rss_mb']):,.0f}")
+    table.caption = ("marts: the same in both runs" if r["same_marts"] else "marts: DIFFERENT") + \
+        f" ({', '.join(f'{k} {v:,}' for k, v in r['cases'].items())})"
+    table.caption_justify = "left"
+    console.print(table)
+
+
 def show_warehouses(r: Dict[str, Any]) -> None:
     duck, pg = r["runs"]["duckdb"], r["runs"]["postgres"]
     table = Table(title=f"Warehouses side by side: {r['size']} ({r['spec']['courses']} courses, "
@@ -472,9 +525,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--warehouses", action="store_true",
                         help="only the first run and a 1%% day, into DuckDB and into PostgreSQL, side by side")
+    parser.add_argument("--batching", action="store_true",
+                        help="only a first run, with per-student calls batched and without, side by side")
     args = parser.parse_args()
     spec = SIZES[args.size]
     moodle_args = [f"--{k.replace('_', '-')}={v}" for k, v in spec.items()] + [f"--latency={args.latency}", f"--now={T0}"]
+    if args.batching:
+        compared = compare_batching(args, spec, moodle_args)
+        out = args.out or Path("bench/results") / f"{args.size}-batching.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(compared, indent=2, default=str))
+        show_batching(compared)
+        console.print(f"Figures written to {out}")
+        return
     if args.warehouses:
         compared = compare_warehouses(args, spec, moodle_args)
         out = args.out or Path("bench/results") / f"{args.size}-warehouses.json"

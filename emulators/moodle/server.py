@@ -66,13 +66,15 @@ class Fault:
     kinds: http500, http502, http429, maintenance_html (503 + Retry-After), html200 (a login page),
     reset (connection closed without an answer), truncate (half the JSON), invalid_json, timeout (answers
     after `seconds`), null (a JSON null with HTTP 200), or an errorcode (e.g. "invalidrecord", "nopermissions",
-    "ex_unabletolock") sent as Moodle's exception body. `course_id` narrows it to calls about one course.
+    "ex_unabletolock") sent as Moodle's exception body. `course_id` narrows it to calls about one course, `user_id`
+    to calls about one user (a call in the middle of a batch).
     """
 
     kind: str
     function: Optional[str] = None
     times: int = 1
     course_id: Optional[int] = None
+    user_id: Optional[int] = None
     seconds: float = 5.0
     retry_after: Optional[int] = None
 
@@ -270,6 +272,8 @@ class MoodleEmulator:
                 if explicit and fault.function is None:
                     continue
                 if fault.course_id is not None and str(params.get("courseid")) != str(fault.course_id):
+                    continue
+                if fault.user_id is not None and str(params.get("userid")) != str(fault.user_id):
                     continue
                 fault.times -= 1
                 return fault
