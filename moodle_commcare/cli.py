@@ -629,6 +629,8 @@ def emulator(
     latency: float = typer.Option(0.0, help="Seconds added to every answer."),
     profile: str = typer.Option("integration", help="Who the token acts as: admin, manager, integration, declared, teacher."),
     moodle_version: str = typer.Option("4.5", help="Which Moodle the emulator answers as: 4.1 or 4.5."),
+    batch_function: bool = typer.Option(False, "--batch-function",
+                                        help="The service includes tool_mobile_call_external_functions (batched calls)."),
 ) -> None:
     """Serve the Moodle emulator until Ctrl-C, to try the connector by hand."""
     from emulators import serve_until_interrupted
@@ -640,7 +642,8 @@ def emulator(
         raise typer.Exit(ExitCode.SETTINGS)
     try:
         server = MoodleEmulator(spec=SchoolSpec(students=students, courses=courses), latency=latency, port=port,
-                                profile=profile, site=SiteConfig.recommended(version=moodle_version))
+                                profile=profile, site=SiteConfig.recommended(version=moodle_version),
+                                batch_function=batch_function)
     except ValueError as exc:
         err.print(f"[bold red]--profile {escape(repr(profile))}:[/] {escape(str(exc))}")
         raise typer.Exit(ExitCode.SETTINGS) from None

@@ -127,3 +127,14 @@ def test_a_batch_cut_by_max_input_vars_is_sent_again_in_smaller_parts(
         assert _rows(tmp_path / "m.duckdb", table) == _rows(single["db"], table), table
     assert len(fetched) == len(set(fetched)), "what was cut off is sent once, not twice"
     assert any("max_input_vars" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("batch_function, says", [(True, "per-student calls go 100 to a request"),
+                                                  (False, "per-student calls go one to a request")])
+def test_check_says_whether_calls_will_be_batched(batch_function: bool, says: str) -> None:
+    from pipelines.moodle.preflight import check_configured_moodle
+
+    with MoodleEmulator(spec=SMALL, batch_function=batch_function) as moodle:
+        result = check_configured_moodle(base_url=moodle.base_url, token=moodle.token, allow_insecure_http=True)
+    [functions] = [f for f in result.findings if f.check == "moodle.functions"]
+    assert says in functions.detail and BATCH_FUNCTION in functions.detail

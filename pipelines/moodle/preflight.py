@@ -274,8 +274,15 @@ class _Checker:
                      fix=f"Site administration > Server > Web services > External services > {service} > Functions: "
                          f"add {', '.join(missing)}")
         else:
+            from .client import BATCH_FUNCTION
+
+            batching = (f" So is {BATCH_FUNCTION}: per-student calls go {self.settings.call_batch_size} to a request."
+                        if BATCH_FUNCTION in self.functions else
+                        f" {BATCH_FUNCTION} is not: per-student calls go one to a request (add it to the service "
+                        "for a first run several times faster against a far-away site).")
             self.set("moodle.functions", Status.OK, f"All {len(required_functions(self.settings))} functions the run "
-                                                    "calls are in the service.")
+                                                    "calls are in the service." +
+                     (batching if self.settings.call_batch_size > 1 else ""))
         return True
 
     def version(self, info: Mapping[str, Any]) -> None:
