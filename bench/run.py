@@ -194,6 +194,7 @@ def pipeline_run(db: Path, moodle: Dict[str, Any], hq: Dict[str, Any], rss: Peak
         report = run_extract(db, base_url=moodle["base_url"], token=moodle["token"], allow_insecure_http=True,
                              max_concurrency=concurrency)
     figures["extract"].update(requests=report.stats.total_requests, by_function=dict(report.stats.requests),
+                              calls=sum(report.stats.web_service_calls.values()),
                               rows=sum(report.rows_loaded.values()))
     with rss.stage(figures["transform"]):
         run_transform(db, demo.dbt_vars(as_of=AS_OF))
