@@ -305,10 +305,11 @@ class MoodleClient:
         Moodle allows.
 
         Moodle stops a batch at its first failing call and answers nothing for the calls after it
-        (call_external_functions). That call's error is the single call's: raised as `call` raises it, or, when only a
-        retry or a new token can fix it, the call is made again on its own (through `call`, which does that). The
-        calls after it go in the next batch, so none is lost and none fetched twice. A batch answered short without an
-        error lost its tail to PHP's max_input_vars: the rest goes again in smaller batches.
+        (call_external_functions). That call is made again on its own, through `call`: its error is then exactly the
+        single call's (the capability to add, the record gone), and what only a retry or a new token fixes (a lock,
+        an expired token), or a call whose arguments PHP's max_input_vars cut off, succeeds there. The calls after it
+        go in the next batch, so none is lost and none fetched twice. A batch answered short lost its tail to
+        max_input_vars: the rest goes again in smaller batches.
         """
         answers: List[Any] = []
         size = max(1, len(params))
@@ -317,27 +318,28 @@ class MoodleClient:
             reply = self.call(BATCH_FUNCTION, {"requests": [
                 {"function": function, "arguments": json.dumps(p), "settingraw": 1} for p in chunk]})
             responses = list((reply or {}).get("responses") or [])[:len(chunk)]
+            cut_args = False
             for offset, response in enumerate(responses):
                 self.stats.count_batched(function)
                 if response.get("error"):
-                    error = self._api_error(function, _decoded(response.get("exception"), function), needs)
-                    if not isinstance(error, (MoodleRetryableAPIError, MoodleInvalidTokenError)) and \
-                            getattr(error, "errorcode", None) != "accessexception":
-                        raise self._fail(error)
+                    refused = _decoded(response.get("exception"), function)
+                    code = refused.get("errorcode") if isinstance(refused, dict) else None
+                    cut_args = code == "invalidparameter"  # perhaps its arguments were past max_input_vars
+                    logger.info("%s refused inside a batch (%s): made again on its own", function, code)
                     answers.append(self.call(function, chunk[offset], needs=needs))
                     break
                 data = _decoded(response.get("data"), function)
                 check_answer(function, data)
                 self._log_warnings(function, data)
                 answers.append(data)
-            else:
-                if len(responses) < len(chunk):  # cut short without a word: PHP dropped the input past max_input_vars
-                    if not responses and size == 1:
-                        answers.append(self.call(function, chunk[0], needs=needs))
-                    size = max(1, (len(responses) or size) // 2)
-                    logger.warning("Moodle answered %d of %d calls of a batch without an error (PHP's max_input_vars "
-                                   "cut the request): sending the rest %d at a time; lower "
-                                   "SOURCES__MOODLE__CALL_BATCH_SIZE.", len(responses), len(chunk), size)
+            if len(responses) < len(chunk) and (cut_args or not any(r.get("error") for r in responses)):
+                # cut short without a word: PHP dropped the input past max_input_vars
+                if not responses and size == 1:
+                    answers.append(self.call(function, chunk[0], needs=needs))
+                size = max(1, (len(responses) or size) // 2)
+                logger.warning("Moodle answered only %d of %d calls of a batch (PHP's max_input_vars cut the request): "
+                               "sending the rest %d at a time; lower SOURCES__MOODLE__CALL_BATCH_SIZE.",
+                               len(responses), len(chunk), size)
         return answers
 
     def _log_warnings(self, function: str, data: Any) -> None:
