@@ -75,6 +75,13 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Optional[list] = No
     return one(con, sql, params)[0]
 
 
+def table_exists(con: Any, relation: str) -> bool:
+    """Whether `schema.table` exists, on either engine (information_schema)."""
+    schema, _, table = relation.partition(".")
+    return bool(scalar(con, "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                       [schema, table]))
+
+
 def default_memory_limit() -> str:
     """DuckDB's cap for every connection: MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT, else 160MB."""
     return os.environ.get("MOODLE_COMMCARE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from exports.commcare import journal, ledger
 
 from . import dialect, runlog, site_identity
-from .database import scalar
+from .database import scalar, table_exists
 from .warehouse import OPS_SCHEMA, Warehouse
 
 BATCH_ROWS = 5000
@@ -39,24 +39,18 @@ class MigrationReport:
     skipped: List[str] = field(default_factory=list)  # tables the old warehouse does not have (yet)
 
 
-def _exists(con: Any, relation: str) -> bool:
-    schema, _, table = relation.partition(".")
-    return bool(scalar(con, "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                       [schema, table]))
-
-
 def _refusal(source: Any, target: Any, old: Warehouse, new: Warehouse) -> Optional[str]:
     ledger_table = f"{ledger.SCHEMA}.case_ledger"
-    if _exists(source, journal.JOBS):
+    if table_exists(source, journal.JOBS):
         open_jobs = scalar(source, f"select count(*) from {journal.JOBS} where state in {journal.UNSETTLED}")
         if open_jobs:
             return (f"{old} has {open_jobs} CommCare import job(s) not settled yet: their cases could be sent twice. "
                     f"Run `moodle-commcare export --upload --warehouse {old}` until `status` shows none open, then "
                     "migrate.")
-    if _exists(source, ledger.META) and ledger.hash_scheme(source) != ledger.HASH_SCHEME:
+    if table_exists(source, ledger.META) and ledger.hash_scheme(source) != ledger.HASH_SCHEME:
         return (f"{old}'s ledger still holds digests of an older version: run `moodle-commcare export --warehouse "
                 f"{old}` once with this version (it rewrites them), then migrate.")
-    if _exists(target, ledger_table) and scalar(target, f"select count(*) from {ledger_table}"):
+    if table_exists(target, ledger_table) and scalar(target, f"select count(*) from {ledger_table}"):
         return (f"{new} already has an export ledger: it is another warehouse's, or a migration was done. Migrate into "
                 "an empty database (or drop its commcare_export and ops schemas if that is what you mean).")
     return None
@@ -80,7 +74,7 @@ def migrate(old: Warehouse, new: Warehouse, on_progress: Optional[Callable[[str]
         target.execute("begin transaction")
         try:
             for relation, ensure in STATE_TABLES:
-                if not _exists(source, relation):
+                if not table_exists(source, relation):
                     report.skipped.append(relation)
                     continue
                 ensure(target)

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
-from .database import DB_ERRORS, Opens, scalar
+from .database import DB_ERRORS, Opens, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def _runs(db: Opens, sql: str, params: Optional[List[Any]] = None) -> List[Dict[
     if not db.exists():
         return []
     with db.connect(read_only=True) as con:
-        exists = scalar(con, "select count(*) from information_schema.tables "
-                             "where table_schema = 'ops' and table_name = 'run_log'")
-        if not exists:
+        if not table_exists(con, "ops.run_log"):
             return []
         rows = con.execute(sql, params or []).fetchall()
     return [{"stage": s, "status": st, "started_at": a, "finished_at": f, "summary": json.loads(j)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from moodle_commcare import dialect
-from moodle_commcare.database import Connection
+from moodle_commcare.database import Connection, table_exists
 from moodle_commcare.warehouse import CASE_TYPES, scalar
 
 from .errors import CommCareConfigError
@@ -115,9 +115,7 @@ def migrate_hashes(con: Connection, chunk_rows: int) -> int:
 
 def missing_case_tables(con: Connection) -> List[str]:
     """The case tables (dbt's marts) the warehouse does not have yet: no transform has built them."""
-    return [t.relation for t in CASE_TABLES if not scalar(
-        con, "select count(*) from information_schema.tables where table_schema || '.' || table_name = ?",
-        [t.relation])]
+    return [t.relation for t in CASE_TABLES if not table_exists(con, t.relation)]
 
 
 def sent_id(base: str, episode: str) -> str:
