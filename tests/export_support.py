@@ -4,6 +4,7 @@ above all the one assertion that matters, that CommCare holds exactly what the m
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,30 @@ def spawn_export(db: Where, hq: CommCareEmulator, tmp_path: Path, *extra: str) -
     args: List[str] = [sys.executable, "-m", "moodle_commcare.cli", "export", "--upload", "--skip-check", "--duckdb",
                        str(db), *extra]
     return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def export_killed_at(point: str, db: Where, hq: CommCareEmulator, tmp_path: Path) -> None:
+    """`export --upload` in its own process, killed with SIGKILL at `point`: before_post (dies mid-POST: CommCare never
+    queues the job), after_post (CommCare queued the job; its answer reaches no one), while_polling, or
+    before_ledger_write (the job is done; its result never reaches the ledger). Returns once whatever CommCare queued
+    has finished, as by the next scheduled run."""
+    procs: List[Any] = []
+
+    def kill(*_: Any) -> None:
+        if procs and procs[0].poll() is None:
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait()
+
+    if point == "before_post":
+        hq.before_queue = lambda: (kill(), False)[1]
+    elif point == "after_post":
+        hq.after_queue = kill
+    elif point == "while_polling":
+        hq.on_status = kill
+    else:
+        hq.before_success_status = kill
+    procs.append(spawn_export(db, hq, tmp_path))
+    procs[0].wait(timeout=120)
+    assert procs[0].returncode == -signal.SIGKILL, procs[0].stdout.read().decode()[-3000:]
+    hq.before_queue = hq.after_queue = hq.on_status = hq.before_success_status = None
+    hq.wait_for_jobs()

@@ -7,7 +7,6 @@ once with the mart's values, every case to close closed, no duplicate external i
 
 from __future__ import annotations
 
-import signal
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -26,7 +25,7 @@ from exports.commcare.errors import (
 from moodle_commcare.failures import ExitCode
 from moodle_commcare.transform import run_transform
 
-from .export_support import assert_store_matches_marts, mart, settings, spawn_export
+from .export_support import assert_store_matches_marts, export_killed_at, mart, settings, spawn_export
 from .oracle import AS_OF, VARS
 
 
@@ -228,26 +227,7 @@ def test_second_export_meanwhile_stops_with_a_clear_message(db: Path, hq: CommCa
 @pytest.mark.parametrize("point", ["before_post", "after_post", "while_polling", "before_ledger_write"])
 def test_kill_at_any_point_then_a_normal_export_leaves_no_duplicate_and_loses_nothing(
         db: Path, hq: CommCareEmulator, tmp_path: Path, point: str) -> None:
-    procs: List[Any] = []
-
-    def kill(*_: Any) -> None:
-        if procs and procs[0].poll() is None:
-            procs[0].send_signal(signal.SIGKILL)
-            procs[0].wait()
-
-    if point == "before_post":
-        hq.before_queue = lambda: (kill(), False)[1]  # dies mid-POST; CommCare never queues the job
-    elif point == "after_post":
-        hq.after_queue = kill  # CommCare queued the job; the answer reaches no one
-    elif point == "while_polling":
-        hq.on_status = kill
-    else:
-        hq.before_success_status = kill  # the job is done; its result never reaches the ledger
-    procs.append(spawn_export(db, hq, tmp_path))
-    procs[0].wait(timeout=120)
-    assert procs[0].returncode == -signal.SIGKILL, procs[0].stdout.read().decode()[-3000:]
-    hq.before_queue = hq.after_queue = hq.on_status = hq.before_success_status = None
-    hq.wait_for_jobs()  # by the next scheduled run, whatever CommCare queued has finished
+    export_killed_at(point, db, hq, tmp_path)
     with duckdb.connect(str(db)) as con:  # and Moodle changed meanwhile
         con.execute("update commcare.commcare_student_cases set city = 'Kisumu' where external_id = "
                     "(select max(external_id) from commcare.commcare_student_cases where close is null)")

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Iterator
 
 import pytest
 
@@ -25,7 +25,7 @@ from moodle_commcare.warehouse import Warehouse
 
 from .conftest import SMALL
 from .conftest import Warehouse as Extracts
-from .export_support import assert_store_matches_marts, settings, spawn_export
+from .export_support import assert_store_matches_marts, export_killed_at, settings, spawn_export
 from .oracle import VARS
 
 
@@ -95,22 +95,7 @@ def test_the_whole_job_then_a_quiet_rerun_then_one_changed_grade(school: Extract
 def test_an_export_killed_then_a_normal_one_duplicates_nothing_and_loses_nothing(
         school: Extracts, hq: CommCareEmulator, tmp_path: Path, point: str) -> None:
     wh = _built(school)
-    procs: List[Any] = []
-
-    def kill(*_: Any) -> None:
-        if procs and procs[0].poll() is None:
-            procs[0].send_signal(signal.SIGKILL)
-            procs[0].wait()
-
-    if point == "after_post":
-        hq.after_queue = kill  # CommCare queued the job; its answer reaches no one
-    else:
-        hq.before_success_status = kill  # the job is done; its result never reaches the ledger
-    procs.append(spawn_export(wh, hq, tmp_path))
-    procs[0].wait(timeout=120)
-    assert procs[0].returncode == -signal.SIGKILL, procs[0].stdout.read().decode()[-3000:]
-    hq.after_queue = hq.before_success_status = None
-    hq.wait_for_jobs()
+    export_killed_at(point, wh, hq, tmp_path)
     uploads = hq.requests["upload"]
     run_export(wh, settings(hq, tmp_path, unknown_job_grace=0), upload=True)
     assert_store_matches_marts(hq, wh)
