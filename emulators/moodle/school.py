@@ -45,6 +45,8 @@ PHONE_SHAPES = {  # how people type them: national, international, with and with
 MODULE_NAMES = {"assign": "Assignment", "quiz": "Quiz", "page": "Reading", "resource": "Handout", "forum": "Forum",
                 "url": "Link"}
 ROLE_IDS = {"manager": 1, "editingteacher": 3, "teacher": 4, "student": 5}
+# enrol.status (lib/enrollib.php): ENROL_INSTANCE_ENABLED 0, ENROL_INSTANCE_DISABLED 1
+ENROL_INSTANCE_ENABLED, ENROL_INSTANCE_DISABLED = 0, 1
 ADMIN_ID = 2
 # How a change reaches Moodle, which decides whose access times move: "web" is a page (the grader report, an
 # assignment's grading or submission page, a CSV grade import, a profile form): require_login() logs the visit
@@ -213,6 +215,22 @@ class Assignment:
     teamsubmission: int = 0  # group submissions (userid 0, groupid set), with preventsubmissionnotingroup
 
 
+@dataclass(frozen=True)
+class EnrolInstance:
+    """A row of the enrol table: one enrolment method of a course (lib/enrollib.php).
+
+    A new course gets an instance of every enabled plugin whose 'defaultenrol' is set (enrol_course_updated() ->
+    add_default_instance()): with the install default $CFG->enrol_plugins_enabled 'manual,guest,self,cohort' that is
+    manual (enabled), guest (status from enrol_guest 'status', default disabled) and self (enrol_self 'status', default
+    disabled), in that order, each self instance with roleid the student role (enrol/self/settings.php 'roleid')."""
+
+    id: int
+    course_id: int
+    enrol: str  # the plugin: manual, guest, self
+    status: int  # ENROL_INSTANCE_ENABLED or ENROL_INSTANCE_DISABLED
+    roleid: int = ROLE_IDS["student"]
+
+
 class School:
     """The whole site. Mutators take the lock, so tests may change it while the server answers."""
 
@@ -241,6 +259,11 @@ class School:
         self.completion_overrides: Dict[Tuple[int, int], Tuple[int, int]] = {}
         self.submission_overrides: Dict[Tuple[int, int], Tuple[str, int]] = {}
         self.service_users: Dict[str, int] = {}  # profile -> the user its token acts as
+        # course id -> its enrol instances (manual, guest, self); `enrolments` are the manual instance's user_enrolments
+        self.enrol_instances: Dict[int, List[EnrolInstance]] = {}
+        # course id -> students who also hold a user_enrolments row in the course's self instance (see
+        # _generate_enrol_instances); only the custom report's participants source reads it (reports.py)
+        self.self_enrolled: Dict[int, Set[int]] = {}
         # called with each Moodle event a change triggers (webhooks.moodle_event), e.g. the webhooks plugin's sender
         self.listeners: List[Callable[[Dict[str, Any]], None]] = []
         self._generate()
@@ -708,6 +731,7 @@ class School:
             self._generate_course_contents(course)
         self._generate_due_date_changes()
         self._generate_service_users()
+        self._generate_enrol_instances()
         for _, _, e in self.all_enrolments():
             e.seeded_access = e.lastcourseaccess
 
@@ -974,7 +998,42 @@ class School:
         self.service_users["declared"] = self.service_users["integration"]
         self.service_users["teacher"] = 3
 
+    def _generate_enrol_instances(self) -> None:
+        """Every course's default instances (EnrolInstance), and a second user_enrolments row for some students.
+
+        In every third course (ids 3, 6, 9, ...) self enrolment was open at the start of term and has since been closed
+        (the instance disabled, its rows kept): a quarter of the course's students, chosen by a hash (no draw from the
+        generator, so nothing else in the school moves), enrolled themselves before the teacher enrolled them manually.
+        Moodle then holds two user_enrolments rows for them in the course, one per instance; the functions the
+        connector reads list a user once per course and count only enabled instances (enrollmentmethods stays
+        ["manual"], core_enrol_get_enrolled_users lists them once), and only the custom report's participants source,
+        which joins enrol instances to user_enrolments, shows both rows (reports.py)."""
+        for n, cid in enumerate(sorted(self.courses)):
+            first = 3 * n + 1
+            self.enrol_instances[cid] = [
+                EnrolInstance(first, cid, "manual", ENROL_INSTANCE_ENABLED),
+                EnrolInstance(first + 1, cid, "guest", ENROL_INSTANCE_DISABLED, roleid=0),
+                EnrolInstance(first + 2, cid, "self", ENROL_INSTANCE_DISABLED)]
+            if cid % 3 == 0:
+                self.self_enrolled[cid] = {uid for uid in self.students_of(cid) if self._h("selfenrol", cid, uid) % 4 == 0}
+
     # ------------------------------------------------------------------ views
+    def instance_users(self, instance: EnrolInstance) -> List[Tuple[int, bool, int]]:
+        """The user_enrolments rows of an instance as (user id, status active, timestart), by user id.
+
+        The manual instance holds the school's `enrolments` (their `active` is ue.status); a self instance holds the
+        students of `self_enrolled`, active from the course start, whether or not `enrolments` still holds them
+        (unenrol() removes the manual row only, as enrol_plugin::unenrol_user() of one instance does); a guest instance
+        holds none (enrol_guest never enrols)."""
+        with self.lock:
+            cid = instance.course_id
+            if instance.enrol == "manual":
+                return [(uid, e.active, e.timestart) for uid, e in sorted(self.enrolments.get(cid, {}).items())]
+            if instance.enrol == "self":
+                start = self.courses[cid].startdate
+                return [(uid, True, start) for uid in sorted(self.self_enrolled.get(cid, set()))]
+            return []
+
     def all_enrolments(self) -> Iterator[Tuple[int, int, Enrolment]]:
         for cid, rows in self.enrolments.items():
             for uid, e in rows.items():
