@@ -52,6 +52,16 @@ class SiteConfig:
     grade_report_showrange: bool = True
     # grade/report/user/settings.php showtotalsifcontainhidden default 0: totals with hidden items are blanked
     grade_report_showtotalsifcontainhidden: int = 0
+    # Site administration > General > Location settings. $CFG->timezone: admin_setting_servertimezone's default is
+    # PHP's timezone, but "Nobody really wants UTC", so 'Europe/London' when PHP's is UTC; '99' means PHP's own
+    # (lib/classes/date.php get_server_timezone). $CFG->forcetimezone: default 99, users choose their own.
+    # php_timezone is php.ini's date.timezone (core_date::get_default_php_timezone). Read by userdate() (reports.py).
+    timezone: str = "Europe/London"
+    forcetimezone: str = "99"
+    php_timezone: str = "UTC"
+    # Site administration > Advanced features > Enable custom reports ($CFG->enablecustomreports, default 1):
+    # core_reportbuilder\permission::can_view_reports_list() is false without it (reports.py)
+    enablecustomreports: bool = True
 
     @classmethod
     def recommended(cls, **changes: object) -> "SiteConfig":
@@ -89,6 +99,9 @@ class CallSettings:
     # moodlewssettingfileurl (default true): rewrite pluginfile URLs to webservice/pluginfile.php. Carried (a batched
     # sub-call sets it per request) but not modelled: no answer of the emulator holds a file URL it would rewrite.
     fileurl: bool = True
+    # moodlewssettingtimezone (PARAM_TIMEZONE, default ''; 4.1 and 4.5 alike): webservice_base_server::run() sets
+    # $USER->timezone to it unless $CFG->forcetimezone is set, for the whole request (a batch's sub-calls too)
+    timezone: str = ""
 
     @classmethod
     def from_request(cls, flat: Dict[str, str], site: SiteConfig) -> "CallSettings":
@@ -96,7 +109,17 @@ class CallSettings:
         return cls(raw=flat.get("moodlewssettingraw") in ("1", "true"),
                    filter=flat.get("moodlewssettingfilter") in ("1", "true"),
                    lang=lang if lang in site.languages else "",  # PARAM_LANG cleans unknown codes to ''
-                   fileurl=flat.get("moodlewssettingfileurl", "1") not in ("0", "false", ""))
+                   fileurl=flat.get("moodlewssettingfileurl", "1") not in ("0", "false", ""),
+                   timezone=clean_timezone(flat.get("moodlewssettingtimezone", "")))
+
+
+# clean_param(PARAM_TIMEZONE) (lib/moodlelib.php; core\param in 4.5): an offset, 99, or a zone-like name; anything else
+# becomes '' (then ignored: run() applies only a non-empty value). POSIX classes are ASCII in PCRE without /u.
+_PARAM_TIMEZONE = re.compile(r"^(([+-]?(0?[0-9](\.[5|0])?|1[0-3](\.0)?|1[0-2]\.5))|(99)|[A-Za-z0-9]+(/?[A-Za-z_-])+)$")
+
+
+def clean_timezone(value: str) -> str:
+    return value if _PARAM_TIMEZONE.match(value) else ""  # PCRE's $, like Python's, also matches before a final \n
 
 
 @dataclass
