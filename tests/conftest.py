@@ -183,3 +183,20 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
     from ./run test's server); dropped after the test."""
     with fresh_postgres_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def engine_target(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The warehouse under test (moodle_commcare's Warehouse): a DuckDB file, or a fresh PostgreSQL database."""
+    from moodle_commcare.warehouse import Warehouse as Target
+
+    if request.param == "duckdb":
+        return Target.of(tmp_path / "moodle.duckdb")
+    return Target.of(request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def engine_school(engine_target: Any) -> Iterator[Warehouse]:
+    """The small school's emulator, extracted into `engine_target` (tests/test_warehouses*.py)."""
+    with MoodleEmulator(spec=SMALL) as moodle:
+        yield Warehouse(moodle, engine_target)  # run_extract takes any warehouse
