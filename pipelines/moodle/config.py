@@ -43,6 +43,9 @@ MAX_USER_BATCH_SIZE = 400  # PHP's max_input_vars (1000 by default) cuts a large
 # (function, arguments, settingraw), so 100 stay far below max_input_vars; 1 turns batching off.
 DEFAULT_CALL_BATCH_SIZE = 100
 MAX_CALL_BATCH_SIZE = 300
+# Rows per core_reportbuilder_retrieve_report page (report.py): Moodle sets no maximum, and computes each row's
+# progress while it answers, so a page stays well inside the request timeout.
+DEFAULT_REPORT_PAGE_SIZE = 1000
 
 
 def env_name(name: str) -> str:
@@ -169,6 +172,11 @@ class MoodleSettings(HttpSettings):
     user_batch_size: int = DEFAULT_USER_BATCH_SIZE
     call_batch_size: int = DEFAULT_CALL_BATCH_SIZE
     """per-student calls per request when the service has tool_mobile_call_external_functions (1: one per request)"""
+    participants_report_id: Optional[int] = None
+    """a "Course participants" custom report (Moodle 4.1+) to read progress, completion and last access from, in
+    pages, instead of one call per student (report.py; the README says how an admin builds it)"""
+    report_page_size: int = DEFAULT_REPORT_PAGE_SIZE
+    """rows per page of that report"""
     full_refresh: bool = False
     """ignore the watermarks and cursors this run"""
     refresh_course_ids: List[int] = dataclasses.field(default_factory=list)
@@ -203,12 +211,15 @@ class MoodleSettings(HttpSettings):
         self.allow_hidden = _gap_names(self.allow_hidden)
         self.language = _language(self.language)
         self.default_phone_region = _region(self.default_phone_region)
-        for name in ("max_concurrency", "page_size", "user_batch_size", "call_batch_size"):
+        for name in ("max_concurrency", "page_size", "user_batch_size", "call_batch_size", "report_page_size"):
             if int(getattr(self, name)) < 1:
                 raise self.invalid(name, "must be a whole number of at least 1")
         if self.user_batch_size > MAX_USER_BATCH_SIZE:
             raise self.invalid("user_batch_size", f"too large: PHP's max_input_vars (1000 by default) would cut the "
                                                   f"request short. Use {MAX_USER_BATCH_SIZE} or less")
+        if self.participants_report_id is not None and int(self.participants_report_id) < 1:
+            raise self.invalid("participants_report_id", "must be a report's id (a whole number of at least 1), as "
+                                                         "Report builder > Custom reports shows it in the report's address")
         if self.call_batch_size > MAX_CALL_BATCH_SIZE:
             raise self.invalid("call_batch_size", f"too large: PHP's max_input_vars (1000 by default) would cut the "
                                                   f"request short. Use {MAX_CALL_BATCH_SIZE} or less")

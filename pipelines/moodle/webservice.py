@@ -25,6 +25,7 @@ FN_ASSIGNMENTS = "mod_assign_get_assignments"
 FN_SUBMISSIONS = "mod_assign_get_submissions"
 FN_USER_FLAGS = "mod_assign_get_user_flags"  # per-student extensions
 FN_PARTICIPANT = "mod_assign_get_participant"  # per-student overrides; only with due_date_overrides
+FN_RETRIEVE_REPORT = "core_reportbuilder_retrieve_report"  # only with participants_report_id (report.py)
 
 # Which resource needs which functions, so a token that lacks one fails early and says which.
 RESOURCE_FUNCTIONS = {
@@ -61,6 +62,7 @@ CAPABILITIES = {
     FN_SUBMISSIONS: "mod/assign:grade",
     FN_USER_FLAGS: "mod/assign:grade",
     FN_PARTICIPANT: "mod/assign:grade",
+    FN_RETRIEVE_REPORT: "moodle/reportbuilder:view, and a place in the report's audience",
 }
 CAP_ENROLREVIEW = "moodle/course:enrolreview"  # core_enrol_get_enrolled_users with onlyactive needs it
 CAP_ALLGROUPS = "moodle/site:accessallgroups"
@@ -95,6 +97,7 @@ RETURNS: Dict[str, Tuple[type, Tuple[str, ...]]] = {
     FN_SUBMISSIONS: (dict, ("assignments",)),
     FN_USER_FLAGS: (dict, ("assignments",)),
     FN_PARTICIPANT: (dict, ()),
+    FN_RETRIEVE_REPORT: (dict, ()),
 }
 
 SITE_COURSE_ID = 1  # core_course_get_courses_by_field always returns the front page as course 1
@@ -132,10 +135,11 @@ def check_answer(function: str, data: Any) -> None:
             "was loaded: check what sits between the connector and Moodle, and the server's error log.")
 
 
-def require_functions(site_info: Mapping[str, Any], resource: str) -> None:
-    """Fail before extracting when the token's service lacks a function `resource` calls."""
+def require_functions(site_info: Mapping[str, Any], resource: str, also: Sequence[str] = ()) -> None:
+    """Fail before extracting when the token's service lacks a function `resource` calls (and `also`: the ones a
+    setting adds)."""
     available = {f.get("name") for f in site_info.get("functions") or []}
-    missing = [fn for fn in RESOURCE_FUNCTIONS[resource] if fn not in available]
+    missing = [fn for fn in [*RESOURCE_FUNCTIONS[resource], *also] if fn not in available]
     if missing:
         raise MoodleFunctionNotAvailableError(
             f"The Moodle web service behind this token lacks {', '.join(missing)}, needed for the '{resource}' "
