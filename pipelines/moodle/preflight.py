@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 from moodle_commcare.findings import Finding, Status
 from moodle_commcare.http_settings import is_loopback
 
+from . import report as participants
 from . import webservice
 from .client import MoodleClient, RequestStats
 from .config import CREDENTIALS_PREFIX, MoodleSettings, env_name
@@ -39,6 +40,7 @@ from .selection import selected_courses
 SYSTEM = "Moodle"
 SAMPLE_COURSES = 3  # courses read in full; more only while the sample has no student
 MAX_SAMPLE_COURSES = 6
+REPORT_SAMPLE_ROWS = 200  # rows of the participants report the check reads and calibrates
 PROGRESS_SAMPLE_STUDENTS = 2  # core_enrol_get_users_courses calls that show whether progress is visible
 # Moodle releases the connector is tested against (the emulator answers as either: emulators/moodle/site.py)
 TESTED = ("4.1", "4.5")
@@ -72,6 +74,8 @@ CHECKS: Dict[str, Tuple[str, str]] = {
     "moodle.assignments": ("Assignments, submissions and extensions readable",
                            "Every run stops (missing submissions cannot be counted)."),
     "moodle.due_dates": ("Per-student due dates (DUE_DATE_OVERRIDES)", "Every run stops."),
+    "moodle.participants_report": ("Participants report (PARTICIPANTS_REPORT_ID) reads as English and UTC",
+                                   "Every run stops."),
 }
 # which check a gap (gaps.py, enrolments.py, selection.py) belongs to
 GAP_CHECKS = {
@@ -101,6 +105,7 @@ PROBE_FUNCTIONS = {
     "moodle.contents": [webservice.FN_COURSE_CONTENTS],
     "moodle.assignments": [webservice.FN_ASSIGNMENTS, webservice.FN_SUBMISSIONS, webservice.FN_USER_FLAGS],
     "moodle.due_dates": [webservice.FN_PARTICIPANT],
+    "moodle.participants_report": [webservice.FN_RETRIEVE_REPORT, webservice.FN_USERS_COURSES],
 }
 _CAPABILITY = re.compile(r"\b(?:moodle|report|gradereport|mod|webservice)/[a-z_]+:[a-z_]+\b")
 
@@ -111,6 +116,8 @@ def required_functions(settings: MoodleSettings) -> List[str]:
     needed: List[str] = []
     for resource in resources:
         needed += [fn for fn in webservice.RESOURCE_FUNCTIONS[resource] if fn not in needed]
+    if settings.participants_report_id:
+        needed.append(webservice.FN_RETRIEVE_REPORT)
     return needed
 
 
@@ -176,6 +183,8 @@ class _Checker:
                 self.set(check, Status.SKIPPED, why)
 
     def _applies(self, check: str) -> bool:
+        if check == "moodle.participants_report":
+            return bool(self.settings.participants_report_id)
         return check != "moodle.due_dates" or bool(self.settings.due_date_overrides)
 
     def probe(self, check: str, work: Callable[[], Optional[str]]) -> None:
@@ -467,6 +476,24 @@ class _Checker:
         self.gaps.check_assignments_answer(answer.get("warnings") or [])
         return [(c["id"], a["id"]) for c in answer.get("courses") or [] for a in c.get("assignments") or []]
 
+    def participants_report(self) -> str:
+        """The report's first page, read and calibrated as the extract does (report.py): its source, its five
+        columns under their English headings, and its cells against a few students' own answers."""
+        report_id = int(self.settings.participants_report_id or 0)
+        answer = participants.retrieve(self.client, report_id, 0, REPORT_SAMPLE_ROWS)
+        columns = participants.Columns(report_id, answer)
+        rows: Dict[Tuple[int, int], participants.ReportRow] = {}
+        for r in answer["data"].get("rows") or []:
+            row = columns.row(report_id, r.get("columns") or [])
+            if row is not None:
+                rows.setdefault((row.course_id, row.user_id), row)
+        tracked = [c["id"] for c in self.courses if c.get("enablecompletion")]
+        compared = participants.calibrate(self.client, report_id, rows, sorted(rows), tracked)
+        total = int(answer["data"].get("totalrowcount") or 0)
+        return (f"Report {report_id} ({(answer.get('details') or {}).get('name')!r}) lists {total:,} rows; its first "
+                f"{len(rows)} read as English and UTC" + (f" (compared with {compared}'s own values)." if compared
+                                                          else ", with no enrolment to compare yet."))
+
     def due_dates(self) -> str:
         if self.due_date_pair is None:
             return "No assignment with an active student in the sample: not checked."
@@ -499,6 +526,8 @@ def check_moodle(settings: MoodleSettings, stats: Optional[RequestStats] = None)
             checker.probe("moodle.assignments", checker.assignments)
             if settings.due_date_overrides and "moodle.assignments" in checker.ok_details:
                 checker.probe("moodle.due_dates", checker.due_dates)
+        if settings.participants_report_id:
+            checker.probe("moodle.participants_report", checker.participants_report)
         checker.settle()
         checker.skip_rest("Not checked: an earlier check failed (see above).")
     else:
