@@ -14,6 +14,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import reports
 from .access import VIEW_CAPABILITY, TokenUser
 from .people import ENROLLED_USER_KEYS, SEPARATEGROUPS, USER_DESCRIPTION_KEYS, People
 from .school import DAY, Assignment, Course, School
@@ -30,6 +31,8 @@ MODULES = {
     "accessexception": "webservice",  # webservice_access_exception: parent::__construct('accessexception', 'webservice', ...)
     "criteriaerror": "webservice",  # course/externallib.php get_categories: moodle_exception('criteriaerror', 'webservice', ...)
     "accessdenied": "admin",  # completion/classes/external.php: moodle_exception('accessdenied', 'admin')
+    # reportbuilder/classes/exception/report_access_exception.php: parent::__construct($errorcode, 'reportbuilder')
+    "errorreportview": "reportbuilder",
 }
 
 
@@ -39,7 +42,7 @@ class WSError(Exception):
     `link` is the exception's $link (a required_capability_exception's is the context's URL, lib/setuplib.php); None
     is '' (get_exception_info then uses $CFG->wwwroot/). It only shows in a batched sub-call's exception (`info`)."""
 
-    def __init__(self, exception: str, errorcode: str, message: str, debuginfo: Optional[str] = None,
+    def __init__(self, exception: str, errorcode: Optional[str], message: str, debuginfo: Optional[str] = None,
                  link: Optional[str] = None) -> None:
         super().__init__(message)
         self.exception, self.errorcode, self.message, self.debuginfo = exception, errorcode, message, debuginfo
@@ -53,14 +56,20 @@ class WSError(Exception):
         moreinfourl is get_docs_url() ($CFG->docroot 'https://docs.moodle.org', $CFG->branch, current_language())
         then 'error/<module, or moodle for error>/<errorcode>'; link is the exception's, else the referer (a web-service
         client sends none), else $CFG->wwwroot/."""
-        module = MODULES.get(self.errorcode, "error")
+        errorcode, message = self.errorcode, self.message
+        if errorcode is None:  # not a moodle_exception (a PHP Error): 'generalexceptionmessage', "Exception - {$a}"
+            errorcode, message = "generalexceptionmessage", f"Exception - {message}"
+        module = MODULES.get(errorcode, "error")
         modulelink = "moodle" if module == "error" else module
-        return {"message": self.message, "errorcode": self.errorcode, "link": self.link or f"{wwwroot}/",
-                "moreinfourl": f"https://docs.moodle.org/{site.branch}/{lang}/error/{modulelink}/{self.errorcode}"}
+        return {"message": message, "errorcode": errorcode, "link": self.link or f"{wwwroot}/",
+                "moreinfourl": f"https://docs.moodle.org/{site.branch}/{lang}/error/{modulelink}/{errorcode}"}
 
     def body(self, site: SiteConfig) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"exception": site.exception_class(self.exception), "errorcode": self.errorcode,
-                               "message": self.message}
+        """webservice_rest_server::generate_error(): exception, errorcode only `if (isset($ex->errorcode))`, message."""
+        out: Dict[str, Any] = {"exception": site.exception_class(self.exception)}
+        if self.errorcode is not None:
+            out["errorcode"] = self.errorcode
+        out["message"] = self.message
         if self.debuginfo is not None and site.debugging:  # only with $CFG->debug >= DEBUG_NORMAL
             out["debuginfo"] = self.debuginfo
         return out
@@ -159,6 +168,7 @@ class MoodleAPI:
             "mod_assign_get_submissions": self.submissions,
             "mod_assign_get_user_flags": self.user_flags,
             "mod_assign_get_participant": self.participant,
+            "core_reportbuilder_retrieve_report": self.retrieve_report,
             # in every 3.7+ site's external_functions, but in no service unless the admin adds it (batch.py); the
             # server answers it (it needs the token and dispatches through the server's own path)
             BATCH_FUNCTION: self._batch_placeholder,
@@ -170,6 +180,8 @@ class MoodleAPI:
         self.caller: TokenUser = TokenUser(user_id=2, profile="admin", site_admin=True)
         self.fmt = Formatter(self.site, site_url=self.base_url)
         self.people = People(school, self.caller, self.fmt)
+        self.settings = CallSettings()
+        self.reports = reports.Reports()  # the site's custom reports (Site administration > Reports > Report builder)
 
     def call(self, function: str, params: Dict[str, Any], caller: TokenUser, settings: CallSettings) -> Any:
         """A single REST call: webservice_base_server::run's checks, then the function (`run`)."""
@@ -192,6 +204,7 @@ class MoodleAPI:
         with self.school.lock:
             caller.course_roles = self.school.roles_of(caller.user_id)
             self.caller = caller
+            self.settings = settings
             self.fmt = Formatter(self.site, settings, user_lang=self.school.users[caller.user_id].lang,
                                  site_url=self.base_url)
             self.people = People(self.school, caller, self.fmt)
@@ -963,6 +976,33 @@ class MoodleAPI:
                 "allowsubmissionsfromdate": a.allowsubmissionsfromdate, "duedate": s.override_due_date(a, userid),
                 "cutoffdate": a.cutoffdate,
                 "duedatestr": "", **({"groupid": groups[0].id, "groupname": groups[0].name} if groups else {})}
+
+    # ------------------------------------------------------------------ reportbuilder/classes/external/reports/retrieve.php
+    def retrieve_report(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        """core_reportbuilder_retrieve_report (4.1+): validate_parameters, the report (invalidrecord when unknown), the
+        system context, permission::require_can_view_report (errorreportview), then the details and one page of data,
+        every cell display text in the current language and the token user's timezone (reports.py)."""
+        unexpected = sorted(set(params) - {"reportid", "page", "perpage"})
+        if unexpected:
+            raise invalid_parameter(f"Unexpected keys ({', '.join(unexpected)}) detected in parameter array.")
+        reportid = _int(params, "reportid")
+        page, perpage = _int(params, "page", 0), _int(params, "perpage", 10)
+        if reportid <= 0:
+            # `new report(0)` reads nothing; manager::report_source_exists(null) under strict_types is a PHP TypeError
+            # (no errorcode; PHP appends "called in <its file> on line <n>", which depends on the install)
+            raise WSError("TypeError", None, "core_reportbuilder\\manager::report_source_exists(): Argument #1 ($source) "
+                          "must be of type string, null given")
+        report = self.reports.get(reportid)
+        if report is None:
+            raise missing_record("reportbuilder_report")  # persistent::read(): get_record(..., MUST_EXIST)
+        lang = self.fmt.current_language
+        if not reports.can_view(report, self.caller, self.site):
+            raise WSError("core_reportbuilder\\exception\\report_access_exception", "errorreportview",
+                          reports.get_string("errorreportview", lang))
+        tz = reports.user_timezone(self.site, self.school.users[self.caller.user_id].timezone, self.settings.timezone)
+        ctx = reports.Context(self.school, self.site, lang, tz, self.base_url)
+        return {"details": reports.report_details(report, ctx, self.fmt.string(report.name) or ""),
+                "data": reports.report_data(report, ctx, page, perpage), "warnings": []}
 
 
 def _letter(pct: float) -> str:

@@ -13,9 +13,9 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 from .access import token_user
@@ -235,6 +235,27 @@ class MoodleEmulator:
         self.tokens[token] = Token(profile, service)
         return token
 
+    def add_report(self, columns: Sequence[Any], name: str = "Participants", sort: Iterable[Any] = (),
+                   uniquerows: bool = False, audience: Iterable[int] = (), headings: Optional[Dict[str, str]] = None,
+                   conditions: Optional[Dict[str, Any]] = None) -> int:
+        """An admin builds a custom report on the "Course participants" source (reports.py) and returns its id, for
+        core_reportbuilder_retrieve_report. `columns`: unique identifiers (reports.COLUMNS), each optionally as
+        (identifier, custom heading); `headings`: custom headings by identifier (shown as typed); `sort`: identifiers,
+        or (identifier, 'asc'|'desc'), in sort order; `uniquerows`: the report's "Remove any duplicate rows";
+        `audience`: the user ids a "Manually added users" audience lists (site admins and the report's creator, the
+        admin, see it anyway; the token's user is `school.service_users[profile]`); `conditions`: None for the default
+        setup of the site's version, else {identifier: value or None} over reports.CONDITIONS (e.g. {} for none)."""
+        report = self.api.reports.add(self.site, self.school.clock, name, columns, sort=sort, uniquerows=uniquerows,
+                                      audience=audience, conditions=conditions, headings=headings)
+        return report.id
+
+    def configure(self, **changes: Any) -> SiteConfig:
+        """Change site settings (SiteConfig fields: lang, timezone, forcetimezone, enablecustomreports, ...) from the next
+        call on. A user's own language or timezone is `school.update_user(user_id, lang=..., timezone=...)`."""
+        self.site = replace(self.site, **changes)
+        self.api.site = self.site
+        return self.site
+
     def remove_function(self, name: str) -> None:
         self.api.service_functions.discard(name)
 
@@ -409,6 +430,9 @@ class MoodleEmulator:
                         else:
                             exception, message = _ERRORCODE_EXCEPTIONS.get(fault.kind, ("moodle_exception", fault.kind))
                             raise WSError(exception, fault.kind, message)
+                    # moodlewssettingtimezone set $USER->timezone for the whole request (webservice_base_server::run):
+                    # the sub-calls see it too; the batch's requests have no timezone setting of their own
+                    sub_settings = replace(sub_settings, timezone=settings.timezone)
                     if function == BATCH_FUNCTION:  # a batch inside a batch runs like any function in the service
                         return self._batch(args, caller, sub_settings, answered)
                     return emulator.api.run(function, args, caller, sub_settings)
