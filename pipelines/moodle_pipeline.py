@@ -31,6 +31,11 @@ os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
 # its files every 1,000 rows rather than 5,000, in the extract as in the normalise step.
 os.environ.setdefault("EXTRACT__NEXT_ITEM_MODE", "fifo")
 os.environ.setdefault("DATA_WRITER__BUFFER_MAX_ITEMS", "1000")
+# The big tables reach dlt as Arrow tables (pipelines/moodle/arrow.py), which dlt writes to parquet as they are: it
+# fills their `_dlt_load_id` only when told to. Not a default a setting may turn off: the raw tables' shape, and
+# rows_of_loads' count on PostgreSQL, depend on it. (`_dlt_id` arrow.py makes: dlt's ADD_DLT_ID would declare it
+# varchar(64), and rewrite every parquet file to add it.)
+os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID"] = "true"
 
 import dlt  # noqa: E402
 from dlt.common.configuration.exceptions import ConfigurationException  # noqa: E402

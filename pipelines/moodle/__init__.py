@@ -97,12 +97,14 @@ def moodle_source(
     run = MoodleRun(client, settings, known_enrolments=known_enrolments)
     users = resources.users(client, run)
     users.add_map(readable.sms_phones(settings.default_phone_region))
-    named = [resources.course_categories(client, run), resources.courses(client, run), resources.grades(client, run),
+    names = readable.PlainNames(lambda: settings.language or run.site_info().get("lang"))
+    # grades go to dlt as Arrow tables (arrow.py), which a map cannot reach: the resource adds their plain names
+    grades = resources.grades(client, run, names)
+    named = [resources.course_categories(client, run), resources.courses(client, run),
              resources.course_contents(client, run), resources.assignments(client, run)]
-    names = readable.plain_names(lambda: settings.language or run.site_info().get("lang"))
     for resource in named:
-        resource.add_map(names)
-    course_categories, courses, grades, course_contents, assignments = named
+        resource.add_map(names.add)
+    course_categories, courses, course_contents, assignments = named
     return (resources.site_info(client, run), course_categories, courses, resources.enrolments(client, run), users,
             grades, resources.course_engagement(client, run), resources.activity_completion(client, run),
             course_contents, assignments, resources.assignment_submissions(client, run),

@@ -7,7 +7,7 @@ build with `dbt build` and no Python plugin. The raw value stays beside each com
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .phones import to_e164
 from .text import plain_text
@@ -44,19 +44,45 @@ def sms_phones(default_region: Optional[str]) -> Callable[[Dict[str, Any], Any],
     return add
 
 
-def plain_names(language: Callable[[], Optional[str]]) -> Callable[[Dict[str, Any], Any], Dict[str, Any]]:
-    """A dlt map adding `<column>_plain` to the text columns of TEXT_COLUMNS: one language (Moodle's multilang
-    filter rules, see text.py), no markup or entities, whitespace collapsed. `language` is asked once, at the
-    first row: the configured language, else the one Moodle reports for the token's user."""
-    chosen: Dict[str, Optional[str]] = {}
+class PlainNames:
+    """Adds `<column>_plain` to the text columns of TEXT_COLUMNS: one language (Moodle's multilang filter rules, see
+    text.py), no markup or entities, whitespace collapsed. `language` is asked once, at the first row: the
+    configured language, else the one Moodle reports for the token's user."""
 
-    def add(row: Dict[str, Any], meta: Any = None) -> Dict[str, Any]:
+    def __init__(self, language: Callable[[], Optional[str]]) -> None:
+        self._language = language
+        self._chosen: Dict[str, Optional[str]] = {}
+
+    def language(self) -> Optional[str]:
+        if "lang" not in self._chosen:
+            self._chosen["lang"] = self._language()
+        return self._chosen["lang"]
+
+    def add(self, row: Dict[str, Any], meta: Any = None) -> Dict[str, Any]:
+        """A dlt map: the row's plain columns, for the table its batch is marked for."""
         columns = TEXT_COLUMNS.get(table_of(meta) or "", ())
         if columns:
-            if "lang" not in chosen:
-                chosen["lang"] = language()
+            lang = self.language()
             for column in columns:
-                row[f"{column}_plain"] = plain_text(row.get(column), chosen["lang"])
+                row[f"{column}_plain"] = plain_text(row.get(column), lang)
         return row
 
-    return add
+    def add_to(self, table: str, rows: List[Dict[str, Any]]) -> None:
+        """The plain columns of a table's rows, for resources that hand dlt Arrow tables (arrow.py), which a map
+        cannot reach. The same few names and grades recur on every student's rows: each is worked out once."""
+        columns = TEXT_COLUMNS.get(table, ())
+        if not columns or not rows:
+            return
+        lang = self.language()
+        done: Dict[str, Optional[str]] = {}
+        for column in columns:
+            plain_column = f"{column}_plain"
+            for row in rows:
+                raw = row.get(column)
+                if type(raw) is not str:  # None stays None; anything else plain_text refuses as the map did
+                    row[plain_column] = plain_text(raw, lang)
+                elif raw in done:
+                    row[plain_column] = done[raw]
+                else:
+                    row[plain_column] = done[raw] = plain_text(raw, lang)
+

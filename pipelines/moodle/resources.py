@@ -8,13 +8,15 @@ Moodle hides from the token's user stops the run or is recorded in access_gaps (
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Sequence, cast
+from typing import Any, Dict, Iterator, List, Optional, Sequence, cast
 
 import dlt
 
-from . import schema, webservice
+from . import arrow, schema, webservice
+from .arrow import TableRows
 from .client import MoodleClient
 from .gaps import ENROLMENT_GAPS, OUTLINE_GAPS, PROFILE_GAPS, PROGRESS_GAPS, graded_activities
+from .readable import PlainNames
 from .run import MoodleRun
 from .selection import Cursor, SubmissionCursors
 
@@ -22,8 +24,11 @@ SECTION = "moodle"  # dlt's config section of the source and its resources (sour
 
 
 def _hints(table: str) -> Any:
+    columns = schema.columns(table)
+    if table in arrow.TABLES:  # dlt's own columns, declared as its json normaliser would add them (arrow.py)
+        columns = {**columns, **arrow.DLT_COLUMNS}
     return dlt.mark.make_hints(table_name=table, primary_key=schema.PRIMARY_KEYS[table], write_disposition="merge",
-                               columns=cast(Any, schema.columns(table)))  # TColumnSchema dicts
+                               columns=cast(Any, columns))  # TColumnSchema dicts
 
 
 def _tables(*tables: str) -> Iterator[Any]:
@@ -34,9 +39,21 @@ def _tables(*tables: str) -> Iterator[Any]:
 
 
 def _to(table: str, rows: Any) -> Any:
-    """Rows for a table `_tables` declared. Only the table name travels with each batch: hints attached to every
-    batch cost dlt a schema merge each (0.8 ms a batch, 36 s over a district's completion calls)."""
+    """Rows for a table `_tables` declared (a list of dicts, or an Arrow table from arrow.TableRows). Only the table
+    name travels with each batch: hints attached to every batch cost dlt a schema merge each (0.8 ms a batch, 36 s
+    over a district's completion calls)."""
     return dlt.mark.with_table_name(rows, table)
+
+
+def _gathered(rows: TableRows, batch: List[Dict[str, Any]]) -> Iterator[Any]:
+    """A big table's rows, handed to dlt as Arrow tables of many calls' rows (arrow.py says why)."""
+    for item in rows.add(batch):
+        yield _to(rows.table, item)
+
+
+def _rest(rows: TableRows) -> Iterator[Any]:
+    for item in rows.rest():
+        yield _to(rows.table, item)
 
 
 def _stamped(row: Dict[str, Any], run: MoodleRun) -> Dict[str, Any]:
@@ -92,14 +109,16 @@ def enrolments(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     """
     run.require("enrolments")
     yield from _tables("enrolments", "enrolment_snapshots", "access_gaps")
+    gathered = TableRows("enrolments")
     for course_id, rows in run.enrolments().items():
-        yield _to("enrolments", [_stamped({
+        yield from _gathered(gathered, [_stamped({
             "course_id": e.course_id, "user_id": e.user_id, "roles": ",".join(e.role_shortnames),
             "role_ids": ",".join(map(str, e.role_ids)), "is_student": e.is_student,
             "is_active": e.is_active, "lastaccess": e.lastaccess, "lastcourseaccess": e.lastcourseaccess,
             "group_ids": ",".join(map(str, e.group_ids)),
         }, run) for e in rows])
         yield _to("enrolment_snapshots", _stamped({"course_id": course_id, "enrolled_count": len(rows)}, run))
+    yield from _rest(gathered)
     yield from _gap_rows(run, ENROLMENT_GAPS)
 
 
@@ -124,10 +143,12 @@ def users(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
 
 
 @dlt.resource(name="grades", section=SECTION)
-def grades(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
-    """Every graded user of a course in one call (userid=0), for courses with activity since the last run."""
+def grades(client: MoodleClient, run: MoodleRun, plain: Optional[PlainNames] = None) -> Iterator[Any]:
+    """Every graded user of a course in one call (userid=0), for courses with activity since the last run. `plain`
+    adds the plain-text names (readable.py; the source passes it)."""
     run.require("grades")
     yield from _tables("grades")
+    gathered = TableRows("grades", plain)
     item_columns = [k for k in schema.TABLES["grades"] if k not in ("course_id", "user_id", "grade_item_id")]
     for course, report in client.fan_out(run.changed_courses(), lambda c: webservice.grade_report(client, c["id"])):
         run.gaps.check_grade_report(course, report, run.active_students(course["id"]))
@@ -135,8 +156,8 @@ def grades(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
         rows = [_stamped({"course_id": course["id"], "user_id": usergrade["userid"], "grade_item_id": item["id"],
                           **{k: item.get(k) for k in item_columns}}, run)
                 for usergrade in report.get("usergrades") or [] for item in usergrade.get("gradeitems") or []]
-        if rows:
-            yield _to("grades", rows)
+        yield from _gathered(gathered, rows)
+    yield from _rest(gathered)
 
 
 @dlt.resource(name="course_engagement", section=SECTION)
@@ -174,14 +195,15 @@ def activity_completion(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     yield from _tables("activity_completion")
     status_columns = [k for k in schema.TABLES["activity_completion"] if k not in ("user_id", "course_id")]
 
+    gathered = TableRows("activity_completion")
     answers = client.call_each(webservice.FN_ACTIVITIES_COMPLETION, run.changed_student_pairs(),
                                lambda e: webservice.activities_completion_params(e.course_id, e.user_id),
                                batch_key=lambda e: e.course_id)  # one course's calls together: its caches serve them
     for e, answer in answers:
         rows = [_stamped({"user_id": e.user_id, "course_id": e.course_id, **{k: st.get(k) for k in status_columns}},
                          run) for st in answer.get("statuses") or []]
-        if rows:
-            yield _to("activity_completion", rows)
+        yield from _gathered(gathered, rows)
+    yield from _rest(gathered)
 
 
 # the `dates` entry (core\activity_dates, for the token's user) that is an activity's deadline: an assignment's
@@ -249,6 +271,7 @@ def assignment_submissions(client: MoodleClient, run: MoodleRun) -> Iterator[Any
         return webservice.submissions(client, assignment_ids, since)
 
     batches = run.assignment_batches([c["id"] for c in run.courses()], cursors.since())
+    gathered = TableRows("assignment_submissions")
     for (since, course_ids, _), answer in client.fan_out(batches, fetch):
         run.gaps.check_grading_answer(webservice.FN_SUBMISSIONS, answer)
         seen_at_since = cursors.seen_at(course_ids) if since else set()
@@ -264,8 +287,8 @@ def assignment_submissions(client: MoodleClient, run: MoodleRun) -> Iterator[Any
                 }, run))
         # the batch's newest change: everything of these courses before it has now been seen
         cursors.advance(course_ids, Cursor.after(since, seen_at_since, rows, run.horizon))
-        if rows:
-            yield _to("assignment_submissions", rows)
+        yield from _gathered(gathered, rows)
+    yield from _rest(gathered)
     cursors.store()
 
 
@@ -276,13 +299,14 @@ def assignment_user_flags(client: MoodleClient, run: MoodleRun) -> Iterator[Any]
     yield from _tables("assignment_user_flags")
     changed = {c["id"] for c in run.changed_courses()}
     batches = [ids for _, _, ids in run.assignment_batches(sorted(changed), {})]
+    gathered = TableRows("assignment_user_flags")
     for _, answer in client.fan_out(batches, lambda ids: webservice.user_flags(client, ids)):
         run.gaps.check_grading_answer(webservice.FN_USER_FLAGS, answer)
         rows = [_stamped({"assignment_id": a["assignmentid"], "user_id": f["userid"],
                           "extensionduedate": f.get("extensionduedate"), "locked": f.get("locked")}, run)
                 for a in answer.get("assignments") or [] for f in a.get("userflags") or []]
-        if rows:
-            yield _to("assignment_user_flags", rows)
+        yield from _gathered(gathered, rows)
+    yield from _rest(gathered)
 
 
 @dlt.resource(name="assignment_due_dates", section=SECTION)
@@ -303,16 +327,12 @@ def assignment_due_dates(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     def fetch(pair: Any) -> dict:
         return webservice.participant(client, pair[0]["id"], pair[1].user_id)
 
-    rows = []
+    gathered = TableRows("assignment_due_dates")
     for (a, e), got in client.fan_out(pairs, fetch):
-        rows.append(_stamped({"assignment_id": a["id"], "user_id": e.user_id, "duedate": got.get("duedate"),
-                              "cutoffdate": got.get("cutoffdate"),
-                              "allowsubmissionsfromdate": got.get("allowsubmissionsfromdate")}, run))
-        if len(rows) >= 1000:
-            yield _to("assignment_due_dates", rows)
-            rows = []
-    if rows:
-        yield _to("assignment_due_dates", rows)
+        yield from _gathered(gathered, [_stamped({
+            "assignment_id": a["id"], "user_id": e.user_id, "duedate": got.get("duedate"),
+            "cutoffdate": got.get("cutoffdate"), "allowsubmissionsfromdate": got.get("allowsubmissionsfromdate")}, run)])
+    yield from _rest(gathered)
 
 
 def _profile(user: Dict[str, Any]) -> Dict[str, Any]:
