@@ -475,8 +475,12 @@ class MoodleAPI:
             if course.enablecompletion and (same or self.caller.can("report/completion:view", cid)):
                 tracked = [m for m in s.modules[cid] if m.completion]
                 done = sum(1 for m in tracked if s.completion(m, userid)[0] in (1, 2))
-                if tracked:
+                # progress::get_course_progress_percentage (completion/classes/progress.php) is null unless
+                # completion_info::is_tracked_user: enrolled, actively, with moodle/course:isincompletionreports (the
+                # student archetype's; lib/completionlib.php): a teacher has none
+                if tracked and role == "student" and e.active:
                     d["progress"] = done / len(tracked) * 100.0
+                if tracked:
                     d["completed"] = done == len(tracked)
             d.update({"startdate": course.startdate, "enddate": course.enddate, "marker": 0})
             can_see_access = same or "lastaccess" not in self.site.hiddenuserfields or self.caller.can(

@@ -26,6 +26,7 @@ from .config import (
     DEFAULT_CALL_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_PAGE_SIZE,
+    DEFAULT_REPORT_PAGE_SIZE,
     DEFAULT_STUDENT_ROLES,
     DEFAULT_USER_BATCH_SIZE,
     MoodleCredentials,
@@ -52,6 +53,8 @@ def moodle_source(
     page_size: int = DEFAULT_PAGE_SIZE,
     user_batch_size: int = DEFAULT_USER_BATCH_SIZE,
     call_batch_size: int = DEFAULT_CALL_BATCH_SIZE,
+    participants_report_id: Optional[int] = None,
+    report_page_size: int = DEFAULT_REPORT_PAGE_SIZE,
     full_refresh: bool = False,
     refresh_course_ids: Sequence[int] = (),
     refresh_user_ids: Sequence[int] = (),
@@ -84,6 +87,8 @@ def moodle_source(
             ("phones", "last_access"); anything else hidden stops the run.
         call_batch_size: per-student calls sent in one request when the token's service includes
             tool_mobile_call_external_functions (1: one call per request).
+        participants_report_id: a "Course participants" custom report to page progress, completion and last
+            access from, instead of one call per changed student (report.py).
         full_refresh: ignore the watermarks and cursors and re-fetch everything.
         refresh_course_ids / refresh_user_ids: re-read these courses' grades and outline, these students' engagement
             and completion, though no access time moved (what a webhook event said changed: serve-webhooks).

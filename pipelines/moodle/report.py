@@ -32,6 +32,7 @@ import re
 from calendar import timegm
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import webservice
@@ -223,7 +224,7 @@ def read(client: Any, report_id: int, page_size: int,
                     rows.setdefault((row.course_id, row.user_id), row)
         moved = counts != {total} or listed != total
         result = ReportRead(rows, len(answers), total, attempt, moved)
-        if not moved:
+        if not moved or attempt == MAX_READS:
             return result
         log.warning("Report %d changed while it was read (%d rows, then %s): reading it again.", report_id, total,
                     ", ".join(str(c) for c in sorted(counts - {total})) or f"{listed} listed")
@@ -300,6 +301,13 @@ def calibrate(client: Any, report_id: int, rows: Mapping[Tuple[int, int], Report
         f"unset {setting_name()} to read engagement one student at a time.")
 
 
+def one_decimal(progress: Optional[float]) -> Optional[float]:
+    """A percentage as format_float(value, 1) shows it: PHP's round(), half away from zero on the decimal text."""
+    if progress is None:
+        return None
+    return float(Decimal(repr(float(progress))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def engagement_rows(read_rows: Mapping[Tuple[int, int], ReportRow], pairs: Iterable[Tuple[int, int]],
                     tracked_courses: Iterable[int], lastcourseaccess: Mapping[Tuple[int, int], Optional[int]],
                     ) -> Tuple[List[Dict[str, Any]], List[Tuple[int, int]]]:
@@ -332,7 +340,9 @@ def engagement(client: Any, run: Any, students: Sequence[int]) -> Tuple[List[Dic
     report_id = int(settings.participants_report_id)
     webservice.require_functions(run.site_info(), "course_engagement", also=[webservice.FN_RETRIEVE_REPORT])
     wanted = set(students)
-    selected = {c["id"] for c in run.courses()}
+    # as core_enrol_get_users_courses lists a student's courses: hidden ones left out (enrol_get_users_courses, a
+    # student lacking moodle/course:viewhiddencourses), though the report lists every course
+    selected = {c["id"] for c in run.courses() if c.get("visible", 1)}
     pairs: List[Tuple[int, int]] = []
     exact: Dict[Tuple[int, int], Optional[int]] = {}
     for e in run.all_enrolments():

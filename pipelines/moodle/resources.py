@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, cast
 import dlt
 
 from . import arrow, schema, webservice
+from . import report as participants
 from .arrow import TableRows
 from .client import MoodleClient
 from .gaps import ENROLMENT_GAPS, OUTLINE_GAPS, PROFILE_GAPS, PROGRESS_GAPS, graded_activities
@@ -162,20 +163,32 @@ def grades(client: MoodleClient, run: MoodleRun, plain: Optional[PlainNames] = N
 
 @dlt.resource(name="course_engagement", section=SECTION)
 def course_engagement(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
-    """Progress, completion and last access per active student enrolment: one call per changed student (in batches
-    where the service allows, client.call_each)."""
+    """Progress, completion and last access per active student enrolment of the changed students: from the
+    participants report when one is configured (report.py: its pages, not a call per student), else (and for the
+    enrolments the report lacks) one call per student, in batches where the service allows (client.call_each)."""
     run.require("course_engagement")
     yield from _tables("course_engagement", "access_gaps")
     selected = {c["id"] for c in run.courses()}
     student_pairs = {(e.user_id, e.course_id) for e in run.all_enrolments() if e.is_student}
     tracked = {c["id"] for c in run.courses() if c.get("enablecompletion")}
     progress_seen = tracked_rows = 0
+    students = run.changed_students()
+    from_report = bool(run.settings.participants_report_id) and bool(students)
+    if from_report:
+        found, students = participants.engagement(client, run, students)
+        tracked_rows += sum(1 for r in found if r["course_id"] in tracked)
+        progress_seen += sum(1 for r in found if r["course_id"] in tracked and r["progress"] is not None)
+        if found:
+            yield _to("course_engagement", [_stamped(r, run) for r in found])
 
-    answers = client.call_each(webservice.FN_USERS_COURSES, run.changed_students(),
+    answers = client.call_each(webservice.FN_USERS_COURSES, students,
                                lambda user_id: webservice.users_courses_params(user_id, with_counts=False))
     for user_id, courses_of_user in answers:
         rows = [_stamped({
-            "user_id": user_id, "course_id": c["id"], "progress": c.get("progress"),
+            "user_id": user_id, "course_id": c["id"],
+            # with the report, every progress is to one decimal, as it shows them: a student read either way
+            # keeps one value
+            "progress": participants.one_decimal(c.get("progress")) if from_report else c.get("progress"),
             "completed": c.get("completed"), "lastaccess": c.get("lastaccess"),
             "completionusertracked": c.get("completionusertracked"),
         }, run) for c in courses_of_user or [] if c["id"] in selected and (user_id, c["id"]) in student_pairs]
