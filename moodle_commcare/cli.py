@@ -631,6 +631,8 @@ def emulator(
     moodle_version: str = typer.Option("4.5", help="Which Moodle the emulator answers as: 4.1 or 4.5."),
     batch_function: bool = typer.Option(False, "--batch-function",
                                         help="The service includes tool_mobile_call_external_functions (batched calls)."),
+    participants_report: bool = typer.Option(False, "--participants-report",
+                                             help="An admin has built the README's participants report (Moodle 4.1+)."),
 ) -> None:
     """Serve the Moodle emulator until Ctrl-C, to try the connector by hand."""
     from emulators import serve_until_interrupted
@@ -650,8 +652,14 @@ def emulator(
     with server as moodle:
         console.print(f"Moodle {moodle_version} emulator at {moodle.base_url}, token of the {profile} profile: "
                       f"{moodle.token} (demo only)")
+        report = ""
+        if participants_report:
+            from emulators.moodle.reports import RECOMMENDED
+
+            report_id = moodle.add_report(**RECOMMENDED, audience=[moodle.school.service_users[profile]])
+            report = f" SOURCES__MOODLE__PARTICIPANTS_REPORT_ID={report_id}"
         console.print(f"  export SOURCES__MOODLE__BASE_URL={moodle.base_url} SOURCES__MOODLE__CREDENTIALS__TOKEN=<token> "
-                      "SOURCES__MOODLE__ALLOW_INSECURE_HTTP=true")
+                      f"SOURCES__MOODLE__ALLOW_INSECURE_HTTP=true{report}")
         serve_until_interrupted()
 
 
