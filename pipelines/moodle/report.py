@@ -252,9 +252,8 @@ def disagreement(row: ReportRow, raw: Raw, tracked: bool) -> Optional[str]:
         hours = (row.lastaccess - raw.lastaccess // 60 * 60) / 3600
         return (f"last access reads {_utc(row.lastaccess)} where Moodle's own value is {_utc(raw.lastaccess)} "
                 f"({hours:+.2g} h): the report's dates are not in UTC")
-    if bool(raw.lastaccess) != (row.lastaccess is not None):
-        return f"last access reads {_utc(row.lastaccess) if row.lastaccess else NEVER!r} where Moodle's own value is " \
-               f"{_utc(raw.lastaccess) if raw.lastaccess else 'never'}"
+    if raw.lastaccess and row.lastaccess is None:  # (no raw value and a time shown: hidden from the call, not wrong)
+        return f"last access reads {NEVER!r} where Moodle's own value is {_utc(raw.lastaccess)}"
     return None
 
 
@@ -265,40 +264,32 @@ def _utc(seconds: Optional[int]) -> str:
 def calibrate(client: Any, report_id: int, rows: Mapping[Tuple[int, int], ReportRow],
               candidates: Sequence[Tuple[int, int]], tracked_courses: Iterable[int]) -> Optional[str]:
     """Compare the report with a few students' own answers (core_enrol_get_users_courses: raw numbers and Unix
-    times); raise ReportError unless one agrees on every value. Students whose answers moved since the report was
-    read (a course opened in between) are passed over. Returns what was compared, None when no row could be."""
+    times); raise ReportError unless one agrees on every value, on a row with a last access when any has one (only
+    such a row shows a wrong timezone). A student's answer may have moved since the report was read (a course
+    opened, an activity completed in between), so up to CALIBRATION_STUDENTS are tried. Returns what was compared,
+    None when no row could be."""
     tracked = set(tracked_courses)
-    pairs = [p for p in candidates if p in rows]
-    # students with a last access first: they are the ones that show a wrong timezone
-    pairs.sort(key=lambda p: (rows[p].lastaccess is None, p[1], p[0]))
-    users: List[int] = []
-    for _, user_id in pairs:
-        if user_id not in users:
-            users.append(user_id)
+    pairs = sorted((p for p in candidates if p in rows), key=lambda p: (rows[p].lastaccess is None, p[1], p[0]))
+    dated = any(rows[p].lastaccess is not None for p in pairs)
+    users = list(dict.fromkeys(user_id for _, user_id in pairs))[:CALIBRATION_STUDENTS]
     found: List[str] = []
-    for user_id in users[:CALIBRATION_STUDENTS]:
-        answer = webservice.users_courses(client, user_id, with_counts=False)
-        own = {int(c["id"]): c for c in answer or []}
-        for course_id in [c for c, u in pairs if u == user_id]:
-            if course_id not in own:
-                continue
-            c = own[course_id]
-            raw = Raw(c.get("progress"), c.get("completed"), c.get("lastaccess"))
-            why = disagreement(rows[(course_id, user_id)], raw, course_id in tracked)
-            if why is None:
+    for user_id in users:
+        own = {int(c["id"]): c for c in webservice.users_courses(client, user_id, with_counts=False) or []}
+        for course_id in [c for c, u in pairs if u == user_id and c in own]:
+            c, row = own[course_id], rows[(course_id, user_id)]
+            why = disagreement(row, Raw(c.get("progress"), c.get("completed"), c.get("lastaccess")),
+                               course_id in tracked)
+            if why is None and (row.lastaccess is not None or not dated):
                 return f"user {user_id} in course {course_id}"
-            found.append(f"user {user_id} in course {course_id}: {why}")
-            if raw.lastaccess and rows[(course_id, user_id)].lastaccess and \
-                    raw.lastaccess // 60 * 60 > rows[(course_id, user_id)].lastaccess:  # type: ignore[operator]
-                continue  # may have opened the course since: try another student
-            break
+            if why is not None:
+                found.append(f"user {user_id} in course {course_id}: {why}")
     if not found:
         return None
     raise ReportError(
         f"Report {report_id} does not read back as Moodle's own values ({'; '.join(found[:3])}). The connector asks "
-        "Moodle for English and UTC: a report that still differs has a changed column format, or the connector's "
-        "user has a forced timezone or language the site applies anyway. Fix the report as the README says, or "
-        f"unset {setting_name()} to read engagement one student at a time.")
+        "Moodle for English and UTC: a report that still differs has a changed column format, or the site forces a "
+        "timezone (Site administration > Location > Force timezone) that the request cannot override. Fix the report "
+        f"as the README says, or unset {setting_name()} to read engagement one student at a time.")
 
 
 def one_decimal(progress: Optional[float]) -> Optional[float]:
