@@ -96,7 +96,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
@@ -332,10 +332,18 @@ class Context:
     lang: str
     tz: str
     wwwroot: str
+    # one call's course completions by (course, user): unique rows and sorting read them for every row of the report
+    completions: Dict[Tuple[int, int], Optional[bool]] = field(default_factory=dict)
 
     def course_completion(self, course_id: int, user_id: int) -> Optional[bool]:
         """course_completions for (course, user): None without a row, else whether timecompleted is set (see the
         module docstring: every tracked activity complete, as api.py users_courses computes `completed`)."""
+        key = (course_id, user_id)
+        if key not in self.completions:
+            self.completions[key] = self._course_completion(course_id, user_id)
+        return self.completions[key]
+
+    def _course_completion(self, course_id: int, user_id: int) -> Optional[bool]:
         s = self.school
         course, e = s.courses[course_id], s.enrolments[course_id].get(user_id)
         if not course.enablecompletion or e is None or e.role != "student":
