@@ -446,10 +446,22 @@ def compare_warehouses(args: argparse.Namespace, spec: Dict[str, Any], moodle_ar
     return {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency, "runs": runs}
 
 
-def marts_of(wh: Warehouse) -> Dict[str, List[Tuple[Any, ...]]]:
-    """Every case table's rows, sorted: what two runs must agree on."""
+def marts_of(wh: Warehouse, progress_to_one_decimal: bool = False) -> Dict[str, List[Tuple[Any, ...]]]:
+    """Every case table's rows, sorted: what two runs must agree on. With `progress_to_one_decimal`, progress as the
+    participants report shows it (pipelines/moodle/report.py), to compare a run without the report with one using it."""
+    from pipelines.moodle.report import one_decimal
+
+    out = {}
     with wh.connect(read_only=True) as con:
-        return {t.table: sorted(con.execute(f"select * from {t.relation}").fetchall(), key=repr) for t in CASE_TYPES}
+        for t in CASE_TYPES:
+            cursor = con.execute(f"select * from {t.relation}")
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+            if progress_to_one_decimal and "course_progress_percent" in names:
+                i = names.index("course_progress_percent")
+                rows = [(*r[:i], one_decimal(r[i]), *r[i + 1:]) for r in rows]
+            out[t.table] = sorted(rows, key=repr)
+    return out
 
 
 def compare_batching(args: argparse.Namespace, spec: Dict[str, Any], moodle_args: List[str]) -> Dict[str, Any]:
@@ -460,14 +472,16 @@ def compare_batching(args: argparse.Namespace, spec: Dict[str, Any], moodle_args
     runs: Dict[str, Dict[str, Any]] = {}
     marts: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, extra in (("batched", ["--batch-function"]), ("single", [])):
+        for mode, extra in (("batched", ["--batch-function"]), ("single", []),
+                            ("report", ["--batch-function", "--participants-report"])):
             with serve("emulators.moodle", *moodle_args, *extra) as moodle:
                 console.rule(f"First run, {mode} calls ({args.size})")
                 wh = Warehouse.of(Path(tmp) / f"{mode}.duckdb")
                 figures: Dict[str, Any] = {"extract": {}, "transform": {}}
                 with rss.stage(figures["extract"]):
                     report = run_extract(wh, base_url=moodle["base_url"], token=moodle["token"],
-                                         allow_insecure_http=True, max_concurrency=args.concurrency)
+                                         allow_insecure_http=True, max_concurrency=args.concurrency,
+                                         participants_report_id=moodle.get("participants_report"))
                 with rss.stage(figures["transform"]):
                     run_transform(wh, demo.dbt_vars(as_of=AS_OF))
                 calls = report.stats.web_service_calls
@@ -475,10 +489,14 @@ def compare_batching(args: argparse.Namespace, spec: Dict[str, Any], moodle_args
                                           by_function=dict(report.stats.requests), calls_by_function=calls,
                                           floor=round(report.stats.total_requests * args.latency / args.concurrency, 1))
                 runs[mode] = figures
-                marts[mode] = marts_of(wh)
+                marts[mode] = marts_of(wh, progress_to_one_decimal=mode == "report")
+            if mode == "single":
+                marts["single, progress to one decimal"] = marts_of(wh, progress_to_one_decimal=True)
     same = marts["batched"] == marts["single"]
+    same_report = marts["report"] == marts["single, progress to one decimal"]
     return {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency, "runs": runs,
-            "same_marts": same, "cases": {t: len(rows) for t, rows in marts["batched"].items()}}
+            "same_marts": same, "same_marts_report": same_report,
+            "cases": {t: len(rows) for t, rows in marts["batched"].items()}}
 
 
 def show_batching(r: Dict[str, Any]) -> None:
@@ -488,11 +506,16 @@ def show_batching(r: Dict[str, Any]) -> None:
     for column in ("run", "HTTP requests", "web-service calls", "extract s", "latency floor s", "transform s",
                    "peak MB"):
         table.add_column(column, justify="left" if column == "run" else "right")
-    for mode in ("single", "batched"):
+    for mode in ("single", "batched", "report"):
+        if mode not in r["runs"]:
+            continue
         x, t = r["runs"][mode]["extract"], r["runs"][mode]["transform"]
-        table.add_row(mode, f"{x['requests']:,}", f"{x['calls']:,}", f"{x['seconds']:.1f}", f"{x['floor']:.1f}",
+        label = "batched + participants report" if mode == "report" else mode
+        table.add_row(label, f"{x['requests']:,}", f"{x['calls']:,}", f"{x['seconds']:.1f}", f"{x['floor']:.1f}",
                       f"{t['seconds']:.1f}", f"{max(x['peak_rss_mb'], t['peak_rss_mb']):,.0f}")
-    table.caption = ("marts: the same in both runs" if r["same_marts"] else "marts: DIFFERENT") + \
+    table.caption = ("marts: single and batched the same" if r["same_marts"] else "marts: DIFFERENT") + \
+        ("; with the report, the same but progress to one decimal" if r.get("same_marts_report") else
+         "; with the report: DIFFERENT" if "same_marts_report" in r else "") + \
         f" ({', '.join(f'{k} {v:,}' for k, v in r['cases'].items())})"
     table.caption_justify = "left"
     console.print(table)
