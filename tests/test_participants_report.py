@@ -104,6 +104,25 @@ def _all_rows(moodle: MoodleEmulator, report_id: int) -> List[List[str]]:
     return [r["columns"] for r in answer["data"]["rows"]]
 
 
+def test_a_quiet_day_reads_its_few_students_one_call_each_not_the_whole_report(tmp_path: Path) -> None:
+    with MoodleEmulator(spec=SMALL) as moodle:
+        s = moodle.school
+        report_id = _report(moodle)
+        extracts = Extracts(moodle, tmp_path / "report.duckdb")
+        extracts.extract(participants_report_id=report_id)
+        cid, uid = next((c, u) for c, u, e in s.all_enrolments() if e.role == "student" and e.active
+                        and s.courses[c].enablecompletion and s.courses[c].visible)
+        at = s.record_access(uid, cid)  # one student opens a course: the only engagement that may have moved
+        pages = _pages(moodle)
+        moodle.reset_counts()
+        extracts.extract(participants_report_id=report_id)
+        per_student = moodle.calls[FN_USERS_COURSES]
+    assert pages == [], "the report is not read for one student"
+    assert per_student >= 1
+    rows = {(u, c): last for u, c, _, _, last, _ in _engagement(tmp_path / "report.duckdb")}
+    assert rows[(uid, cid)] == at
+
+
 def test_the_report_is_read_in_english_and_utc_whatever_the_site_and_user_prefer(
         reference: List[Tuple[Any, ...]], tmp_path: Path) -> None:
     with MoodleEmulator(spec=SMALL) as moodle:

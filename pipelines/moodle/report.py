@@ -19,6 +19,8 @@ participants" source, and `core_reportbuilder_retrieve_report` pages it, thousan
 - Offset paging over a report that changes underneath (an enrolment added or removed between two pages) shifts rows
   across pages: one is read twice, or one is never read. Every page reports `totalrowcount`; the read starts over
   when it moved, and an enrolment the report still lacks is read the old way, one student per call.
+- A run reads the report only when its changed students hold a good share of the enrolments (worth_reading): the
+  report costs Moodle every row's progress, a quiet day's few students' own calls cost it less.
 - Progress for a course that does not track completion reads "0.0%" ((float) null, formatters/completion.php),
   where the per-student call says nothing: the course's own `enablecompletion` decides. Last access is to the minute:
   the enrolment read's own `lastcourseaccess` (to the second, same source row) wins when it says the same minute.
@@ -60,6 +62,8 @@ _USER_LINK = re.compile(r'href="[^"]*/user/(?:profile|view)\.php\?(?:[^"]*&(?:am
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
 MAX_READS = 3  # whole reads of a report whose row count keeps moving, before the rest is read student by student
 CALIBRATION_STUDENTS = 5  # students' own answers a report is compared with, until one agrees
+# the share of active student enrolments a run's changed students must hold for the report to be read (worth_reading)
+REPORT_SHARE = 0.25
 
 
 class ReportError(MoodleConfigError):
@@ -322,6 +326,21 @@ def engagement_rows(read_rows: Mapping[Tuple[int, int], ReportRow], pairs: Itera
                     "completed": row.completed if on else None, "lastaccess": lastaccess,
                     "completionusertracked": on})
     return out, missing
+
+
+def worth_reading(run: Any, students: Sequence[int]) -> bool:
+    """Whether this run reads the report: when the changed students hold at least REPORT_SHARE of the selected
+    courses' active student enrolments (a first run, a new term). Moodle computes every row's progress to answer the
+    report, so on a quiet day the few changed students' own calls cost the site less, and are made instead."""
+    if not students:
+        return False
+    wanted = set(students)
+    active = [e.user_id for e in run.all_enrolments() if e.is_student and e.is_active]
+    changed = sum(1 for user_id in active if user_id in wanted)
+    chosen = changed >= REPORT_SHARE * len(active)
+    log.info("Participants report %s: the %d changed students hold %d of %d active student enrolments.",
+             "read" if chosen else "not read", len(wanted), changed, len(active))
+    return chosen
 
 
 def engagement(client: Any, run: Any, students: Sequence[int]) -> Tuple[List[Dict[str, Any]], List[int]]:

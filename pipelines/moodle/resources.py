@@ -173,7 +173,7 @@ def course_engagement(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     tracked = {c["id"] for c in run.courses() if c.get("enablecompletion")}
     progress_seen = tracked_rows = 0
     students = run.changed_students()
-    from_report = bool(run.settings.participants_report_id) and bool(students)
+    from_report = bool(run.settings.participants_report_id) and participants.worth_reading(run, students)
     if from_report:
         found, students = participants.engagement(client, run, students)
         tracked_rows += sum(1 for r in found if r["course_id"] in tracked)
