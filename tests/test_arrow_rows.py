@@ -64,7 +64,7 @@ def test_an_int_in_a_double_column_is_the_same_float_dlt_makes_of_it() -> None:
 def test_a_value_not_of_its_declared_type_leaves_the_batch_to_dlt(column: str, value: Any) -> None:
     assert arrow.to_arrow("activity_completion", [completion(), completion(**{column: value})]) is None
     rows = arrow.TableRows("activity_completion")
-    batches = list(rows.add([completion(), completion(**{column: value})])) + list(rows.rest())
+    batches = rows.add([completion(), completion(**{column: value})]) + rows.rest()
     assert len(batches) == 1 and isinstance(batches[0], list) and len(batches[0]) == 2
 
 
@@ -86,12 +86,28 @@ def test_rows_are_handed_on_in_tables_of_many_calls_with_their_plain_names() -> 
     named = '<span lang="en" class="multilang">Quiz</span><span lang="sw" class="multilang">Jaribio</span>'
     calls = [[dict(grade, course_id=1, user_id=u, grade_item_id=i, itemname=named, gradeformatted="7,00 &ndash; 10",
                    extracted_at=NOW) for i in (1, 2)] for u in range(4)]
-    batches = [batch for call in calls for batch in rows.add(call)] + list(rows.rest())
+    batches = [batch for call in calls for batch in rows.add(call)] + rows.rest()
     assert [b.num_rows for b in batches] == [4, 4]  # each once 3 rows had gathered, then the rest
     assert asked == ["lang"]  # asked once, when the first rows were converted
     assert set(batches[0].column("itemname_plain").to_pylist()) == {"Jaribio"}
     assert set(batches[1].column("gradeformatted_plain").to_pylist()) == {"7,00 – 10"}
     assert set(batches[0].column("itemname").to_pylist()) == {named}
+
+
+def test_rows_of_moodle_records_are_the_rows_built_as_dicts() -> None:
+    statuses = [{"cmid": 40 + i, "modname": "quiz", "state": i % 2, "user_id": 999, "tracking": None} for i in range(5)]
+    fixed = {"user_id": 3, "course_id": 2, "extracted_at": NOW}
+    dicts = [{**{k: st.get(k) for k in schema.TABLES["activity_completion"]}, **fixed} for st in statuses]
+    from_items, from_dicts = arrow.TableRows("activity_completion"), arrow.TableRows("activity_completion")
+    assert from_items.add_items(statuses, fixed=fixed) == [] and from_dicts.add(dicts) == []
+    (items_table,), (dicts_table,) = from_items.rest(), from_dicts.rest()
+    assert items_table.drop(["_dlt_id"]).equals(dicts_table.drop(["_dlt_id"]))
+    assert items_table.column("user_id").to_pylist() == [3] * 5  # fixed, not the record's own field
+
+    with_text = arrow.TableRows("activity_completion")
+    with_text.add_items(statuses[:1], fixed={**fixed, "state": "1"})  # dlt coerces this one: the batch stays dicts
+    (rows,) = with_text.rest()
+    assert rows == [{**dicts[0], "state": "1"}]
 
 
 def test_dlt_columns_are_declared_for_every_table_given_as_arrow() -> None:
@@ -150,14 +166,14 @@ def test_the_tables_load_exactly_as_the_same_rows_given_as_dicts(
 
         monkeypatch.setattr(arrow, "ROWS_PER_TABLE", 50)  # several batches per table
         arrow_report = extract(as_arrow, "arrow")
-        converted = arrow.to_arrow
+        converted = arrow.from_columns
         count = [0]
 
-        def sometimes(table: str, rows: List[Dict[str, Any]]) -> Any:
+        def sometimes(table: str, columns: Dict[str, List[Any]], rows: int) -> Any:
             count[0] += 1
-            return converted(table, rows) if dicts == "every other batch" and count[0] % 2 else None
+            return converted(table, columns, rows) if dicts == "every other batch" and count[0] % 2 else None
 
-        monkeypatch.setattr(arrow, "to_arrow", sometimes)
+        monkeypatch.setattr(arrow, "from_columns", sometimes)
         dicts_report = extract(as_dicts, "dicts")
     assert count[0] > 2 * len(arrow.TABLES), count  # several batches of most tables
     assert arrow_report.rows_loaded == dicts_report.rows_loaded

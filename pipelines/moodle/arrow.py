@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from itertools import repeat
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pyarrow as pa
 from dlt.common.normalizers.utils import generate_dlt_ids
 
 from . import schema
-from .readable import PlainNames
+from .readable import TEXT_COLUMNS, PlainNames
 
 # the Arrow type dlt reads back as each declared type, and loads as the same column type: `extracted_at` is a
 # timestamp with time zone (UTC, microseconds) in DuckDB and PostgreSQL alike
@@ -113,45 +114,78 @@ def _converters(table: str) -> Tuple[Tuple[str, Callable[[List[Any]], pa.Array]]
     return tuple((name, CONVERT[column["data_type"]]) for name, column in schema.columns(table).items())
 
 
-def to_arrow(table: str, rows: List[Dict[str, Any]]) -> Optional[pa.Table]:
-    """`rows` as an Arrow table with the table's declared columns; None when a value is not of its column's type
-    (the rows then go to dlt as they are). Values are what a JSON answer decodes to, and our own datetimes."""
+def from_columns(table: str, columns: Mapping[str, List[Any]], count: int) -> Optional[pa.Table]:
+    """The table's declared columns (each a list of `count` values) as an Arrow table; None when a value is not of
+    its column's type (the rows then go to dlt as dicts). Values are what a JSON answer decodes to, and our own
+    datetimes."""
     try:
-        arrays = [convert([row.get(name) for row in rows]) for name, convert in _converters(table)]
+        arrays = [convert(columns[name]) for name, convert in _converters(table)]
     except (NotExact, pa.ArrowException, OverflowError, ValueError, TypeError, UnicodeError):
         return None  # e.g. a number sent as text, an integer beyond int64
     # `_dlt_load_id` is a placeholder dlt replaces with the load's id as it writes the table (a column missing here
     # it would add declared 64 characters long); `_dlt_id` the same random ids the json normaliser gives
-    arrays += [pa.nulls(len(rows), pa.string()), pa.array(generate_dlt_ids(len(rows)), pa.string())]
+    arrays += [pa.nulls(count, pa.string()), pa.array(generate_dlt_ids(count), pa.string())]
     return pa.Table.from_arrays(arrays, schema=arrow_schema(table))
 
 
+def to_arrow(table: str, rows: List[Dict[str, Any]]) -> Optional[pa.Table]:
+    """`rows` (dicts) as an Arrow table with the table's declared columns, or None (from_columns)."""
+    return from_columns(table, {name: [row.get(name) for row in rows] for name in schema.columns(table)}, len(rows))
+
+
 class TableRows:
-    """A table's rows gathered as a resource yields them, and handed on ROWS_PER_TABLE at a time: as an Arrow table,
-    or as dicts where to_arrow cannot type them. `plain` adds the table's `<column>_plain` columns (readable.py) to
-    the rows first, since a dlt map cannot reach into an Arrow table."""
+    """A table's rows gathered column by column as a resource reads them, and handed on ROWS_PER_TABLE at a time:
+    as an Arrow table, or as dicts where from_columns cannot type them. Column by column: a row of a Moodle record
+    is never built as a dict of its own (add_items), and each record is read while it is fresh in the CPU's cache.
+    `plain` adds the table's `<column>_plain` columns (readable.py), which a dlt map cannot add to an Arrow table."""
 
     def __init__(self, table: str, plain: Optional[PlainNames] = None, size: Optional[int] = None) -> None:
         assert table in TABLES, f"{table}: declare it in arrow.TABLES, so that its hints carry dlt's columns"
         self.table = table
         self.plain = plain
         self.size = size or ROWS_PER_TABLE
-        self.rows: List[Dict[str, Any]] = []
+        # `<column>_plain` is worked out from `<column>` as a batch is handed on
+        self.computed = {f"{column}_plain": column for column in TEXT_COLUMNS.get(table, ())}
+        self.names = [name for name in schema.columns(table) if name not in self.computed]
+        self.columns: Dict[str, List[Any]] = {name: [] for name in self.names}
+        self.count = 0
 
-    def add(self, rows: List[Dict[str, Any]]) -> Iterator[Any]:
-        """Takes `rows`; yields a batch when enough have gathered."""
-        self.rows.extend(rows)
-        if len(self.rows) >= self.size:
-            yield self._batch()
+    def add(self, rows: List[Dict[str, Any]]) -> List[Any]:
+        """Takes rows made as dicts; the batch to hand on when enough have gathered."""
+        for name, column in self.columns.items():
+            column.extend([row.get(name) for row in rows])
+        return self._counted(len(rows))
 
-    def rest(self) -> Iterator[Any]:
-        """The rows not handed on yet (call once the resource has read everything)."""
-        if self.rows:
-            yield self._batch()
+    def add_items(self, items: Sequence[Mapping[str, Any]], fixed: Mapping[str, Any],
+                  given: Optional[Mapping[str, List[Any]]] = None) -> List[Any]:
+        """Takes a row per Moodle record of `items`: each column its field of the same name, unless `fixed` (one
+        value for every row: the course, the run's time) or `given` (a list, a value per record) says otherwise.
+        The batch to hand on when enough have gathered."""
+        given = given or {}
+        for name, column in self.columns.items():
+            if name in fixed:
+                column.extend(repeat(fixed[name], len(items)))
+            elif name in given:
+                column.extend(given[name])
+            else:
+                column.extend([item.get(name) for item in items])
+        return self._counted(len(items))
+
+    def rest(self) -> List[Any]:
+        """The rows not handed on yet (once the resource has read everything)."""
+        return [self._batch()] if self.count else []
+
+    def _counted(self, added: int) -> List[Any]:
+        self.count += added
+        return [self._batch()] if self.count >= self.size else []
 
     def _batch(self) -> Any:
-        rows, self.rows = self.rows, []
-        if self.plain is not None:
-            self.plain.add_to(self.table, rows)
-        converted = to_arrow(self.table, rows)
-        return rows if converted is None else converted
+        columns, count = self.columns, self.count
+        self.columns, self.count = {name: [] for name in self.names}, 0
+        for name, source in self.computed.items():
+            columns[name] = self.plain.plain(columns[source]) if self.plain is not None else [None] * count
+        converted = from_columns(self.table, columns, count)
+        if converted is not None:
+            return converted
+        names = list(schema.columns(self.table))
+        return [dict(zip(names, values, strict=True)) for values in zip(*(columns[name] for name in names), strict=True)]

@@ -7,7 +7,7 @@ build with `dbt build` and no Python plugin. The raw value stays beside each com
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .phones import to_e164
 from .text import plain_text
@@ -67,22 +67,17 @@ class PlainNames:
                 row[f"{column}_plain"] = plain_text(row.get(column), lang)
         return row
 
-    def add_to(self, table: str, rows: List[Dict[str, Any]]) -> None:
-        """The plain columns of a table's rows, for resources that hand dlt Arrow tables (arrow.py), which a map
-        cannot reach. The same few names and grades recur on every student's rows: each is worked out once."""
-        columns = TEXT_COLUMNS.get(table, ())
-        if not columns or not rows:
-            return
+    def plain(self, values: Sequence[Any]) -> List[Optional[str]]:
+        """A column's values in plain text, for resources that hand dlt Arrow tables (arrow.py), which a map cannot
+        reach. The same few names and grades recur on every student's rows: each is worked out once."""
         lang = self.language()
         done: Dict[str, Optional[str]] = {}
-        for column in columns:
-            plain_column = f"{column}_plain"
-            for row in rows:
-                raw = row.get(column)
-                if type(raw) is not str:  # None stays None; anything else plain_text refuses as the map did
-                    row[plain_column] = plain_text(raw, lang)
-                elif raw in done:
-                    row[plain_column] = done[raw]
-                else:
-                    row[plain_column] = done[raw] = plain_text(raw, lang)
-
+        plain: List[Optional[str]] = []
+        for raw in values:
+            if type(raw) is not str:  # None stays None; anything else plain_text refuses, as the map did
+                plain.append(plain_text(raw, lang))
+            elif raw in done:
+                plain.append(done[raw])
+            else:
+                plain.append(done.setdefault(raw, plain_text(raw, lang)))
+        return plain

@@ -46,15 +46,9 @@ def _to(table: str, rows: Any) -> Any:
     return dlt.mark.with_table_name(rows, table)
 
 
-def _gathered(rows: TableRows, batch: List[Dict[str, Any]]) -> Iterator[Any]:
-    """A big table's rows, handed to dlt as Arrow tables of many calls' rows (arrow.py says why)."""
-    for item in rows.add(batch):
-        yield _to(rows.table, item)
-
-
-def _rest(rows: TableRows) -> Iterator[Any]:
-    for item in rows.rest():
-        yield _to(rows.table, item)
+def _handed(rows: TableRows, batches: List[Any]) -> Iterator[Any]:
+    """What a big table's TableRows hands on: Arrow tables of many calls' rows (arrow.py says why)."""
+    return (_to(rows.table, batch) for batch in batches)
 
 
 def _stamped(row: Dict[str, Any], run: MoodleRun) -> Dict[str, Any]:
@@ -112,14 +106,14 @@ def enrolments(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     yield from _tables("enrolments", "enrolment_snapshots", "access_gaps")
     gathered = TableRows("enrolments")
     for course_id, rows in run.enrolments().items():
-        yield from _gathered(gathered, [_stamped({
+        yield from _handed(gathered, gathered.add([_stamped({
             "course_id": e.course_id, "user_id": e.user_id, "roles": ",".join(e.role_shortnames),
             "role_ids": ",".join(map(str, e.role_ids)), "is_student": e.is_student,
             "is_active": e.is_active, "lastaccess": e.lastaccess, "lastcourseaccess": e.lastcourseaccess,
             "group_ids": ",".join(map(str, e.group_ids)),
-        }, run) for e in rows])
+        }, run) for e in rows]))
         yield _to("enrolment_snapshots", _stamped({"course_id": course_id, "enrolled_count": len(rows)}, run))
-    yield from _rest(gathered)
+    yield from _handed(gathered, gathered.rest())
     yield from _gap_rows(run, ENROLMENT_GAPS)
 
 
@@ -150,15 +144,21 @@ def grades(client: MoodleClient, run: MoodleRun, plain: Optional[PlainNames] = N
     run.require("grades")
     yield from _tables("grades")
     gathered = TableRows("grades", plain)
-    item_columns = [k for k in schema.TABLES["grades"] if k not in ("course_id", "user_id", "grade_item_id")]
     for course, report in client.fan_out(run.changed_courses(), lambda c: webservice.grade_report(client, c["id"])):
         run.gaps.check_grade_report(course, report, run.active_students(course["id"]))
         run.graded_activities[course["id"]] = graded_activities(report)
-        rows = [_stamped({"course_id": course["id"], "user_id": usergrade["userid"], "grade_item_id": item["id"],
-                          **{k: item.get(k) for k in item_columns}}, run)
-                for usergrade in report.get("usergrades") or [] for item in usergrade.get("gradeitems") or []]
-        yield from _gathered(gathered, rows)
-    yield from _rest(gathered)
+        # a row per grade item of each user: the item's fields, its id as grade_item_id, the user's id
+        items: List[Dict[str, Any]] = []
+        user_ids: List[Any] = []
+        for usergrade in report.get("usergrades") or []:
+            gradeitems = usergrade.get("gradeitems") or []
+            if gradeitems:
+                items += gradeitems
+                user_ids += [usergrade["userid"]] * len(gradeitems)
+        yield from _handed(gathered, gathered.add_items(
+            items, fixed={"course_id": course["id"], "extracted_at": run.extracted_at},
+            given={"user_id": user_ids, "grade_item_id": [item["id"] for item in items]}))
+    yield from _handed(gathered, gathered.rest())
 
 
 @dlt.resource(name="course_engagement", section=SECTION)
@@ -206,17 +206,14 @@ def activity_completion(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     one course's students where the service allows)."""
     run.require("activity_completion")
     yield from _tables("activity_completion")
-    status_columns = [k for k in schema.TABLES["activity_completion"] if k not in ("user_id", "course_id")]
-
     gathered = TableRows("activity_completion")
     answers = client.call_each(webservice.FN_ACTIVITIES_COMPLETION, run.changed_student_pairs(),
                                lambda e: webservice.activities_completion_params(e.course_id, e.user_id),
                                batch_key=lambda e: e.course_id)  # one course's calls together: its caches serve them
-    for e, answer in answers:
-        rows = [_stamped({"user_id": e.user_id, "course_id": e.course_id, **{k: st.get(k) for k in status_columns}},
-                         run) for st in answer.get("statuses") or []]
-        yield from _gathered(gathered, rows)
-    yield from _rest(gathered)
+    for e, answer in answers:  # a row per status: its fields, the student's and the course's ids
+        yield from _handed(gathered, gathered.add_items(answer.get("statuses") or [], fixed={
+            "user_id": e.user_id, "course_id": e.course_id, "extracted_at": run.extracted_at}))
+    yield from _handed(gathered, gathered.rest())
 
 
 # the `dates` entry (core\activity_dates, for the token's user) that is an activity's deadline: an assignment's
@@ -300,8 +297,8 @@ def assignment_submissions(client: MoodleClient, run: MoodleRun) -> Iterator[Any
                 }, run))
         # the batch's newest change: everything of these courses before it has now been seen
         cursors.advance(course_ids, Cursor.after(since, seen_at_since, rows, run.horizon))
-        yield from _gathered(gathered, rows)
-    yield from _rest(gathered)
+        yield from _handed(gathered, gathered.add(rows))
+    yield from _handed(gathered, gathered.rest())
     cursors.store()
 
 
@@ -318,8 +315,8 @@ def assignment_user_flags(client: MoodleClient, run: MoodleRun) -> Iterator[Any]
         rows = [_stamped({"assignment_id": a["assignmentid"], "user_id": f["userid"],
                           "extensionduedate": f.get("extensionduedate"), "locked": f.get("locked")}, run)
                 for a in answer.get("assignments") or [] for f in a.get("userflags") or []]
-        yield from _gathered(gathered, rows)
-    yield from _rest(gathered)
+        yield from _handed(gathered, gathered.add(rows))
+    yield from _handed(gathered, gathered.rest())
 
 
 @dlt.resource(name="assignment_due_dates", section=SECTION)
@@ -342,10 +339,10 @@ def assignment_due_dates(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
 
     gathered = TableRows("assignment_due_dates")
     for (a, e), got in client.fan_out(pairs, fetch):
-        yield from _gathered(gathered, [_stamped({
+        yield from _handed(gathered, gathered.add([_stamped({
             "assignment_id": a["id"], "user_id": e.user_id, "duedate": got.get("duedate"),
-            "cutoffdate": got.get("cutoffdate"), "allowsubmissionsfromdate": got.get("allowsubmissionsfromdate")}, run)])
-    yield from _rest(gathered)
+            "cutoffdate": got.get("cutoffdate"), "allowsubmissionsfromdate": got.get("allowsubmissionsfromdate")}, run)]))
+    yield from _handed(gathered, gathered.rest())
 
 
 def _profile(user: Dict[str, Any]) -> Dict[str, Any]:
