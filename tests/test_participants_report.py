@@ -110,8 +110,10 @@ def test_a_quiet_day_reads_its_few_students_one_call_each_not_the_whole_report(t
         report_id = _report(moodle)
         extracts = Extracts(moodle, tmp_path / "report.duckdb")
         extracts.extract(participants_report_id=report_id)
+
         cid, uid = next((c, u) for c, u, e in s.all_enrolments() if e.role == "student" and e.active
                         and s.courses[c].enablecompletion and s.courses[c].visible)
+        before = {(u, c): rest for u, c, *rest in _engagement(tmp_path / "report.duckdb")}[(uid, cid)]
         at = s.record_access(uid, cid)  # one student opens a course: the only engagement that may have moved
         pages = _pages(moodle)
         moodle.reset_counts()
@@ -119,8 +121,10 @@ def test_a_quiet_day_reads_its_few_students_one_call_each_not_the_whole_report(t
         per_student = moodle.calls[FN_USERS_COURSES]
     assert pages == [], "the report is not read for one student"
     assert per_student >= 1
-    rows = {(u, c): last for u, c, _, _, last, _ in _engagement(tmp_path / "report.duckdb")}
-    assert rows[(uid, cid)] == at
+    progress, completed, last, tracked = {(u, c): rest for u, c, *rest in _engagement(tmp_path / "report.duckdb")}[
+        (uid, cid)]
+    assert last == at
+    assert [progress, completed, tracked] == [before[0], before[1], before[3]], "read with its own call: the same"
 
 
 def test_the_report_is_read_in_english_and_utc_whatever_the_site_and_user_prefer(

@@ -173,8 +173,10 @@ def course_engagement(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     tracked = {c["id"] for c in run.courses() if c.get("enablecompletion")}
     progress_seen = tracked_rows = 0
     students = run.changed_students()
-    from_report = bool(run.settings.participants_report_id) and participants.worth_reading(run, students)
-    if from_report:
+    # with a report configured, every progress is to one decimal, as it shows them, whether this run reads it or
+    # not: a student read either way keeps one value
+    to_one_decimal = bool(run.settings.participants_report_id)
+    if to_one_decimal and participants.worth_reading(run, students):
         found, students = participants.engagement(client, run, students)
         tracked_rows += sum(1 for r in found if r["course_id"] in tracked)
         progress_seen += sum(1 for r in found if r["course_id"] in tracked and r["progress"] is not None)
@@ -186,9 +188,7 @@ def course_engagement(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     for user_id, courses_of_user in answers:
         rows = [_stamped({
             "user_id": user_id, "course_id": c["id"],
-            # with the report, every progress is to one decimal, as it shows them: a student read either way
-            # keeps one value
-            "progress": participants.one_decimal(c.get("progress")) if from_report else c.get("progress"),
+            "progress": participants.one_decimal(c.get("progress")) if to_one_decimal else c.get("progress"),
             "completed": c.get("completed"), "lastaccess": c.get("lastaccess"),
             "completionusertracked": c.get("completionusertracked"),
         }, run) for c in courses_of_user or [] if c["id"] in selected and (user_id, c["id"]) in student_pairs]
