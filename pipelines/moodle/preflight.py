@@ -481,12 +481,7 @@ class _Checker:
         columns under their English headings, and its cells against a few students' own answers."""
         report_id = int(self.settings.participants_report_id or 0)
         answer = participants.retrieve(self.client, report_id, 0, REPORT_SAMPLE_ROWS)
-        columns = participants.Columns(report_id, answer)
-        rows: Dict[Tuple[int, int], participants.ReportRow] = {}
-        for r in answer["data"].get("rows") or []:
-            row = columns.row(report_id, r.get("columns") or [])
-            if row is not None:
-                rows.setdefault((row.course_id, row.user_id), row)
+        rows = participants.Columns(report_id, answer).rows(report_id, [answer])
         tracked = [c["id"] for c in self.courses if c.get("enablecompletion")]
         compared = participants.calibrate(self.client, report_id, rows, sorted(rows), tracked)
         total = int(answer["data"].get("totalrowcount") or 0)

@@ -33,7 +33,7 @@ import logging
 import re
 from calendar import timegm
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -150,6 +150,16 @@ class Columns:
                 "Add the columns as the README lists them, and leave their headings as Moodle names them: the "
                 "connector finds each column by its English title.")
 
+    def rows(self, report_id: int, answers: Iterable[Mapping[str, Any]]) -> Dict[Tuple[int, int], ReportRow]:
+        """The rows of these pages by (course, user), each pair once (a student enrolled twice is two rows)."""
+        out: Dict[Tuple[int, int], ReportRow] = {}
+        for answer in answers:
+            for r in answer["data"].get("rows") or []:
+                row = self.row(report_id, r.get("columns") or [])
+                if row is not None:
+                    out.setdefault((row.course_id, row.user_id), row)
+        return out
+
     def row(self, report_id: int, cells: Sequence[Any]) -> Optional[ReportRow]:
         """The row as values; None for a row with no user (a course nobody is enrolled in)."""
         def cell(name: str) -> str:
@@ -220,12 +230,7 @@ def read(client: Any, report_id: int, page_size: int,
                                                    lambda p: retrieve(client, report_id, p, page_size))]
         counts = {int(a["data"].get("totalrowcount") or 0) for a in answers}
         listed = sum(len(a["data"].get("rows") or []) for a in answers)
-        rows: Dict[Tuple[int, int], ReportRow] = {}
-        for answer in answers:
-            for r in answer["data"].get("rows") or []:
-                row = columns.row(report_id, r.get("columns") or [])
-                if row is not None:
-                    rows.setdefault((row.course_id, row.user_id), row)
+        rows = columns.rows(report_id, answers)
         moved = counts != {total} or listed != total
         result = ReportRead(rows, len(answers), total, attempt, moved)
         if not moved or attempt == MAX_READS:
@@ -262,7 +267,7 @@ def disagreement(row: ReportRow, raw: Raw, tracked: bool) -> Optional[str]:
 
 
 def _utc(seconds: Optional[int]) -> str:
-    return datetime.utcfromtimestamp(seconds or 0).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(seconds or 0, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def calibrate(client: Any, report_id: int, rows: Mapping[Tuple[int, int], ReportRow],
