@@ -28,14 +28,17 @@ def extract_tables(report: ExtractReport) -> list[Table]:
     calls = Table(title="Moodle requests", title_justify="left")
     calls.add_column("web-service function")
     calls.add_column("HTTP requests", justify="right")
+    calls.add_column("in batches", justify="right")
     calls.add_column("calls", justify="right")
     made = report.stats.web_service_calls  # a batch's calls under their own function
+    batches = report.stats.batches  # the batch requests that carried them
     for function in sorted(set(report.stats.requests) | set(made)):
-        calls.add_row(function, f"{report.stats.requests.get(function, 0):,}", f"{made.get(function, 0):,}"
-                      if function in made else "")
+        calls.add_row(function, f"{report.stats.requests.get(function, 0):,}",
+                      f"{batches[function]:,}" if batches.get(function) else "",
+                      f"{made.get(function, 0):,}" if function in made else "")
     calls.add_section()
-    calls.add_row("total (retries included)", f"{report.stats.total_requests:,}", f"{sum(made.values()):,}")
-    calls.add_row("of which retries", f"{report.stats.retries:,}", "")
+    calls.add_row("total (retries included)", f"{report.stats.total_requests:,}", "", f"{sum(made.values()):,}")
+    calls.add_row("of which retries", f"{report.stats.retries:,}", "", "")
     return [rows, calls]
 
 

@@ -13,7 +13,21 @@ import logging
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Hashable,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -76,17 +90,23 @@ _ACCESS_CODES = {
 
 class RequestStats:
     """Thread-safe counts of HTTP requests (every attempt) and calls (logical) per web-service function; the calls
-    sent inside batches are counted apart (`batched`), under their own function."""
+    sent inside batches are counted apart (`batched`), under their own function, and so are the batches that carried
+    each function's calls (`batches`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.batched: Counter[str] = Counter()
+        self.batches: Counter[str] = Counter()
 
     def count_batched(self, function: str) -> None:
         with self._lock:
             self.batched[function] += 1
+
+    def count_batch(self, function: str) -> None:
+        with self._lock:
+            self.batches[function] += 1
 
     @property
     def web_service_calls(self) -> Dict[str, int]:
@@ -281,28 +301,41 @@ class MoodleClient:
             self._batching = listed and self.settings.call_batch_size > 1
             if not listed and self.settings.call_batch_size > 1:
                 logger.warning(
-                    "The web service does not include %s: every per-student call is one request (a first run against "
-                    "a far-away site takes several times longer). Add it to the service (Site administration > Server "
-                    "> Web services > External services > Functions) to send them %d at a time.", BATCH_FUNCTION,
-                    self.settings.call_batch_size)
+                    "The web service does not include %s: every per-student call, enrolment page and course outline "
+                    "is a request of its own (a first run against a far-away site takes several times longer). Add it "
+                    "to the service (Site administration > Server > Web services > External services > Functions) to "
+                    "send per-student calls %d to a request.", BATCH_FUNCTION, self.settings.call_batch_size)
         return self._batching
 
     def call_each(self, function: str, items: Iterable[P], params_of: Callable[[P], Mapping[str, Any]], *,
                   batch_key: Optional[Callable[[P], Hashable]] = None,
-                  needs: Optional[str] = None) -> Iterator[Tuple[P, Any]]:
-        """(item, answer of `function` with params_of(item)) for every item, as fan_out gives them: in batches of
-        call_batch_size when use_batches said so, the items of one batch_key (a course) together so that Moodle's
-        caches serve the batch; otherwise one request per call."""
+                  needs: Union[None, str, Callable[[P], Optional[str]]] = None,
+                  per_request: Optional[int] = None,
+                  weight: Optional[Callable[[P], int]] = None, budget: int = 0) -> Iterator[Tuple[P, Any]]:
+        """(item, answer of `function` with params_of(item)) for every item, as fan_out gives them: in batches when
+        use_batches said so, otherwise one request per call. A batch holds the items of one batch_key (a course:
+        Moodle's caches then serve it) and one `needs` (the capability a refusal names, or a function of the item),
+        at most call_batch_size or `per_request` of them, and, with `weight`, no more than `budget` in all (the
+        server's time on heavy calls, which must stay inside the request timeout); a single item may exceed it."""
+        needs_of: Callable[[P], Optional[str]] = needs if callable(needs) else (lambda _item: needs)  # type: ignore[assignment,return-value]
         if not self._batching:
-            yield from self.fan_out(items, lambda item: self.call(function, params_of(item), needs=needs))
+            yield from self.fan_out(items, lambda item: self.call(function, params_of(item), needs=needs_of(item)))
             return
-        size = self.settings.call_batch_size
-        grouped: Dict[Hashable, List[P]] = {}
+        size = min(per_request or self.settings.call_batch_size, self.settings.call_batch_size)
+        grouped: Dict[Tuple[Hashable, Optional[str]], List[List[P]]] = {}
+        load: Dict[Tuple[Hashable, Optional[str]], int] = {}  # the weight of each group's last batch
         for item in items:
-            grouped.setdefault(batch_key(item) if batch_key else None, []).append(item)
-        batches = [group[i:i + size] for group in grouped.values() for i in range(0, len(group), size)]
-        work = lambda batch: self.call_batch(function, [params_of(item) for item in batch], needs=needs)  # noqa: E731
-        for batch, answers in self.fan_out(batches, work):
+            key = (batch_key(item) if batch_key else None, needs_of(item))
+            batches = grouped.setdefault(key, [[]])
+            heft = weight(item) if weight else 0
+            if len(batches[-1]) >= size or (weight and batches[-1] and load[key] + heft > budget):
+                batches.append([])
+                load[key] = 0
+            batches[-1].append(item)
+            load[key] = load.get(key, 0) + heft
+        work = lambda batch: self.call_batch(function, [params_of(item) for item in batch],  # noqa: E731
+                                             needs=needs_of(batch[0]))
+        for batch, answers in self.fan_out([b for group in grouped.values() for b in group if b], work):
             yield from zip(batch, answers, strict=True)
 
     def call_batch(self, function: str, params: List[Mapping[str, Any]], *, needs: Optional[str] = None) -> List[Any]:
@@ -320,6 +353,7 @@ class MoodleClient:
         size = max(1, len(params))
         while len(answers) < len(params):
             chunk = params[len(answers):len(answers) + size]
+            self.stats.count_batch(function)
             reply = self.call(BATCH_FUNCTION, {"requests": [
                 {"function": function, "arguments": json.dumps(p), "settingraw": 1} for p in chunk]})
             responses = list((reply or {}).get("responses") or [])[:len(chunk)]

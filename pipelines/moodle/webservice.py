@@ -163,16 +163,24 @@ def courses_by_field(client: Caller, field: str = "", value: Any = "") -> dict:
     return client.call(FN_COURSES, {"field": field, "value": value})
 
 
+def enrolled_users_params(course_id: int, offset: int, size: int, *, active_only: bool) -> Dict[str, Any]:
+    """One page of a course's enrolled users (all, or only those with an active enrolment), with the fields the
+    enrolment table uses (only ids for the active list)."""
+    return {"courseid": course_id,
+            "options": options_list(onlyactive=1 if active_only else None,
+                                    userfields=ACTIVE_USERFIELDS if active_only else ENROLMENT_USERFIELDS,
+                                    limitfrom=offset, limitnumber=size)}
+
+
+def enrolled_users_needs(active_only: bool) -> Optional[str]:
+    """What a refusal of the active list names: onlyactive needs moodle/course:enrolreview."""
+    return CAP_ENROLREVIEW if active_only else None
+
+
 def enrolled_users(client: Caller, course_id: int, offset: int, size: int, *, active_only: bool) -> List[dict]:
-    """One page of a course's enrolled users (all, or only those with an active enrolment: that option needs
-    moodle/course:enrolreview), with the fields the enrolment table uses (only ids for the active list)."""
-    onlyactive = 1 if active_only else None
-    return client.call(FN_ENROLLED_USERS, {
-        "courseid": course_id,
-        "options": options_list(onlyactive=onlyactive,
-                                userfields=ACTIVE_USERFIELDS if active_only else ENROLMENT_USERFIELDS,
-                                limitfrom=offset, limitnumber=size),
-    }, needs=CAP_ENROLREVIEW if active_only else None) or []
+    """One page of a course's enrolled users (enrolled_users_params)."""
+    return client.call(FN_ENROLLED_USERS, enrolled_users_params(course_id, offset, size, active_only=active_only),
+                       needs=enrolled_users_needs(active_only)) or []
 
 
 def users_by_id(client: Caller, user_ids: Sequence[int]) -> List[dict]:
@@ -203,10 +211,13 @@ def activities_completion(client: Caller, course_id: int, user_id: int) -> dict:
     return client.call(FN_ACTIVITIES_COMPLETION, activities_completion_params(course_id, user_id))
 
 
-def course_contents(client: Caller, course_id: int) -> List[dict]:
+def course_contents_params(course_id: int) -> Dict[str, Any]:
     """A course's sections and activities, without their files and pages."""
-    return client.call(FN_COURSE_CONTENTS, {
-        "courseid": course_id, "options": [{"name": "excludecontents", "value": 1}]}) or []
+    return {"courseid": course_id, "options": [{"name": "excludecontents", "value": 1}]}
+
+
+def course_contents(client: Caller, course_id: int) -> List[dict]:
+    return client.call(FN_COURSE_CONTENTS, course_contents_params(course_id)) or []
 
 
 def assignments(client: Caller, course_ids: Sequence[int]) -> dict:
