@@ -244,7 +244,7 @@ def known_enrolments(warehouse: Warehouse) -> Dict[int, Dict[int, bool]]:
     """Who each course had at its last loaded read, course id -> {user id: is_active} (as int_moodle__enrolments
     reads it: the pairs stamped at or after the course's latest snapshot); {} before the first run. The source
     re-reads a course where one of them is missing or no longer active: offset paging can skip a user when
-    someone is unenrolled while the run pages (see enrolments.EnrolmentReader.read_course)."""
+    someone is unenrolled while the run pages (see enrolments.EnrolmentReader._read_courses)."""
     if not warehouse.exists():
         return {}
     con = warehouse.connect(read_only=True)

@@ -6,6 +6,7 @@ sent again in smaller parts."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -15,8 +16,14 @@ import pytest
 
 from emulators.moodle import MoodleEmulator
 from pipelines.moodle.client import BATCH_FUNCTION
+from pipelines.moodle.config import ENROLLED_USERS_PER_REQUEST
 from pipelines.moodle.errors import MoodleAccessError
-from pipelines.moodle.webservice import FN_ACTIVITIES_COMPLETION, FN_USERS_COURSES
+from pipelines.moodle.webservice import (
+    FN_ACTIVITIES_COMPLETION,
+    FN_COURSE_CONTENTS,
+    FN_ENROLLED_USERS,
+    FN_USERS_COURSES,
+)
 
 from .conftest import SMALL
 from .conftest import Warehouse as Extracts
@@ -58,7 +65,7 @@ def test_batched_calls_load_the_same_rows_in_far_fewer_requests(single: Dict[str
         fetched = _fetched(moodle)
         report = Extracts(moodle, tmp_path / "batched.duckdb").extract()
         served = dict(moodle.requests)
-    for table in ("course_engagement", "activity_completion"):
+    for table in ("course_engagement", "activity_completion", "enrolments", "course_modules", "course_sections"):
         assert _rows(tmp_path / "batched.duckdb", table) == _rows(single["db"], table), table
     completion = single["report"].stats.calls[FN_ACTIVITIES_COMPLETION]
     assert completion > 100
@@ -66,14 +73,53 @@ def test_batched_calls_load_the_same_rows_in_far_fewer_requests(single: Dict[str
     assert served.get(FN_ACTIVITIES_COMPLETION, 0) == 0 and report.stats.requests.get(FN_ACTIVITIES_COMPLETION, 0) == 0
     assert report.stats.web_service_calls[FN_ACTIVITIES_COMPLETION] == completion
     assert len(fetched) == len(set(fetched)), "nothing fetched twice"
-    # one course's calls per batch, at most 100 each: about one request per course instead of one per pair
-    batches = report.stats.requests[BATCH_FUNCTION]
-    assert batches <= len({c for c, _ in ((dict(a)["courseid"], 0) for f, a in fetched if f == FN_ACTIVITIES_COMPLETION)}) \
-        + single["report"].stats.calls[FN_USERS_COURSES] // 100 + 2
-    assert report.stats.total_requests < single["report"].stats.total_requests - completion + batches + 1
+    # one course's calls per batch, at most 100 each: about one request per course instead of one per pair (and
+    # one or two for the users' course lists, the engagement's and the enrolment check's)
+    courses = len({dict(a)["courseid"] for f, a in fetched if f == FN_ACTIVITIES_COMPLETION})
+    per_student = report.stats.batches[FN_ACTIVITIES_COMPLETION] + report.stats.batches[FN_USERS_COURSES]
+    assert per_student <= courses + single["report"].stats.calls[FN_USERS_COURSES] // 100 + 3
+    # the per-course calls too: enrolment pages and outlines, several courses to a request
+    for function in (FN_ENROLLED_USERS, FN_COURSE_CONTENTS):
+        assert served.get(function, 0) == 0 and report.stats.requests.get(function, 0) == 0, function
+        assert report.stats.web_service_calls[function] == single["report"].stats.calls[function], function
+        assert report.stats.batches[function] * 4 <= report.stats.web_service_calls[function], function
+    assert report.stats.total_requests < single["report"].stats.total_requests - completion
     # the counts say both: HTTP requests, and the calls inside them
     assert sum(report.stats.web_service_calls.values()) == sum(
         n for f, n in single["report"].stats.calls.items())
+
+
+@pytest.mark.parametrize("page_size", [7, 1000])
+def test_enrolment_pages_go_many_to_a_request_within_the_server_time_budget(
+        single: Dict[str, Any], tmp_path: Path, page_size: int) -> None:
+    """Round by round, every list's next page together: the same enrolments as one call per request; each batch of
+    one list (a refusal of the active list names its own capability); no more full pages to a request than
+    ENROLLED_USERS_PER_REQUEST users (the server's time on it), while pages after a short one, nearly always empty,
+    go many to a request."""
+    sent: List[List[Dict[str, Any]]] = []
+    with MoodleEmulator(spec=SMALL, batch_function=True) as moodle:
+        moodle.after_request(lambda function, params: sent.append(list(params["requests"]))
+                             if function == BATCH_FUNCTION else None)
+        Extracts(moodle, tmp_path / "e.duckdb").extract(page_size=page_size)
+    assert _rows(tmp_path / "e.duckdb", "enrolments") == _rows(single["db"], "enrolments")
+    batches = []
+    for batch in sent:
+        pages = [json.loads(r["arguments"]) for r in batch if r["function"] == FN_ENROLLED_USERS]
+        if pages:
+            assert len(pages) == len(batch), "enrolment pages travel on their own"
+            batches.append([(p["courseid"], {o["name"]: o["value"] for o in p["options"]}) for p in pages])
+    pages = [(cid, "onlyactive" in o, o["limitfrom"]) for b in batches for cid, o in b]
+    assert len(pages) == len(set(pages)), "no page fetched twice"
+    for batch in batches:
+        assert len({"onlyactive" in o for _, o in batch}) == 1, "one list per batch"
+        assert len(batch) <= 100
+    first_pages = [b for b in batches if all(o["limitfrom"] == 0 for _, o in b)]
+    if page_size == 1000:  # 2,500 users' worth: two first pages to a request; the (empty) second pages ten
+        assert first_pages and max(map(len, first_pages)) == ENROLLED_USERS_PER_REQUEST // page_size
+        assert max(len(b) for b in batches if b not in first_pages) > ENROLLED_USERS_PER_REQUEST // page_size
+    else:  # courses of more than 7: several rounds, each course's next page with the others'
+        assert max(offset for _, _, offset in pages) >= 3 * page_size
+        assert max(map(len, first_pages)) == len({cid for cid, _, _ in pages}), "every course's first page at once"
 
 
 def test_a_call_failing_mid_batch_is_retried_and_the_rest_resumed(single: Dict[str, Any], tmp_path: Path) -> None:
@@ -129,8 +175,9 @@ def test_a_batch_cut_by_max_input_vars_is_sent_again_in_smaller_parts(
     assert any("max_input_vars" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("batch_function, says", [(True, "per-student calls go 100 to a request"),
-                                                  (False, "per-student calls go one to a request")])
+@pytest.mark.parametrize("batch_function, says", [
+    (True, "per-student calls go 100 to a request, enrolment pages and course outlines several courses' to a request"),
+    (False, "every call is a request of its own")])
 def test_check_says_whether_calls_will_be_batched(batch_function: bool, says: str) -> None:
     from pipelines.moodle.preflight import check_configured_moodle
 

@@ -12,21 +12,30 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import duckdb
 import pytest
 
 from emulators.commcare import CommCareEmulator
+from emulators.moodle import MoodleEmulator
 from exports.commcare import run_export
 from moodle_commcare.transform import run_transform
 
-from .conftest import Warehouse
+from .conftest import SMALL, Warehouse
 from .export_support import assert_store_matches_marts, current_ids, settings
 from .oracle import VARS
 
 PAGE = 5
 ENROLLED_USERS = "core_enrol_get_enrolled_users"
+
+
+@pytest.fixture(params=[False, True], ids=["one_call_per_request", "batched"])
+def moodle(request: pytest.FixtureRequest) -> Iterator[MoodleEmulator]:
+    """Batched, every course's next pages go together round by round, so a page is answered long after the one
+    before it: the race has more time, and the re-read must work the same."""
+    with MoodleEmulator(spec=SMALL, batch_function=request.param) as emulator:
+        yield emulator
 
 
 def _sync(warehouse: Warehouse, hq: CommCareEmulator, tmp_path: Path) -> None:

@@ -63,9 +63,12 @@ def test_roles_that_can_read_everything_build_correct_cases(profile: str, versio
     # course 5: a non-editing teacher, who may not review enrolments
     ("teacher", [2, 3, 5], ["moodle/course:enrolreview"]),
 ])
+@pytest.mark.parametrize("batched", [False, True], ids=["one_call_per_request", "batched"])
 def test_roles_that_cannot_stop_naming_what_to_change(profile: str, course_ids: Optional[List[int]], names: List[str],
-                                                      version: str, tmp_path: Path) -> None:
-    with MoodleEmulator(spec=SMALL, profile=profile, site=SiteConfig.recommended(version=version)) as moodle:
+                                                      version: str, batched: bool, tmp_path: Path) -> None:
+    """Batched, a refusal inside a batch names the same capability as the single call's."""
+    with MoodleEmulator(spec=SMALL, profile=profile, site=SiteConfig.recommended(version=version),
+                        batch_function=batched) as moodle:
         wh = Warehouse(moodle, tmp_path / "m.duckdb")
         with pytest.raises(MoodleError) as caught:
             wh.extract(**({"course_ids": course_ids} if course_ids else {}))
@@ -74,10 +77,11 @@ def test_roles_that_cannot_stop_naming_what_to_change(profile: str, course_ids: 
         assert wh.tables() == [], "nothing of a stopped run is loaded"
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_teacher_token_builds_the_cases_of_its_own_courses(version: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version, batched", [("4.1", False), ("4.5", False), ("4.5", True)])
+def test_teacher_token_builds_the_cases_of_its_own_courses(version: str, batched: bool, tmp_path: Path) -> None:
     """An editing teacher in courses 2 and 3 (separate groups, but editing teachers access all groups)."""
-    with MoodleEmulator(spec=SMALL, profile="teacher", site=SiteConfig.recommended(version=version)) as moodle:
+    with MoodleEmulator(spec=SMALL, profile="teacher", site=SiteConfig.recommended(version=version),
+                        batch_function=batched) as moodle:
         wh = Warehouse(moodle, tmp_path / "m.duckdb")
         _pipeline(wh, tmp_path, course_ids=[2, 3])
         s = moodle.school

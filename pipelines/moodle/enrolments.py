@@ -9,16 +9,26 @@ closed), so a list Moodle thinned out for the token's user, or a page that skipp
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import webservice
 from .client import MoodleClient
+from .config import ENROLLED_USERS_PER_REQUEST
 from .errors import MoodleAccessError
 from .gaps import GAP_LAST_ACCESS, Gaps, ids_text
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Page:
+    """A page of one of a course's two enrolment lists, and whether the page before it came back full."""
+
+    course_id: int
+    active_only: bool
+    offset: int
+    after_full: bool
 
 
 @dataclass
@@ -47,13 +57,12 @@ class EnrolmentReader:
         self.student_roles = set(student_roles)
         self.page_size = page_size
         self.known = {int(c): {int(u): bool(a) for u, a in users.items()} for c, users in (known or {}).items()}
-        self._reread: Set[int] = set()  # courses read twice to confirm a departure (filled from fan_out threads)
-        self._reread_lock = threading.Lock()
+        self._reread: Set[int] = set()  # courses read twice to confirm a departure
 
     def read(self, courses: Sequence[dict]) -> Dict[int, List[Enrolment]]:
         """Every (user, course) pair of `courses`, proved whole, or a MoodleDataGapError naming what to change."""
         by_id = {c["id"]: c for c in courses}
-        read = {c["id"]: rows for c, rows in self.client.fan_out(courses, self.read_course)}
+        read = self._read_courses(list(by_id))
         self._check_nobody_left_out(read, by_id)
         self._check_access_times(read)
         if self._reread:
@@ -62,8 +71,8 @@ class EnrolmentReader:
                      ids_text(sorted(self._reread)))
         return read
 
-    def read_course(self, course: dict) -> List[Enrolment]:
-        """A course's enrolments; a departure or a suspension counts only once a second read confirms it.
+    def _read_courses(self, course_ids: Sequence[int]) -> Dict[int, List[Enrolment]]:
+        """Courses' enrolments; a departure or a suspension counts only once a second read confirms it.
 
         Moodle pages get_enrolled_users in SQL, ordered by user id, with limitfrom/limitnumber (enrol/externallib.php
         get_enrolled_users): a user unenrolled (or, in the onlyactive list, suspended) from a page already read
@@ -75,52 +84,75 @@ class EnrolmentReader:
         if either active list has them. Who is missing from both has left; a departure that raced the first read
         is confirmed by the next run. Only those courses cost a second read.
         """
-        course_id = course["id"]
-        users, active = self._read_once(course_id)
-        if self._loses_someone(course_id, users, active):
-            again, again_active = self._read_once(course_id)
-            users, active = {**users, **again}, active | again_active
-            with self._reread_lock:
-                self._reread.add(course_id)
-        rows = []
-        for _, user in sorted(users.items()):
-            roles = sorted(user.get("roles") or [], key=lambda r: (r.get("sortorder", 0), r.get("roleid", 0)))
-            shortnames = tuple(r.get("shortname", "") for r in roles)
-            rows.append(Enrolment(
-                course_id=course_id,
-                user_id=int(user["id"]),
-                role_shortnames=shortnames,
-                role_ids=tuple(int(r.get("roleid", 0)) for r in roles),
-                is_student=bool(self.student_roles.intersection(shortnames)),
-                is_active=int(user["id"]) in active,
-                lastaccess=_time(user.get("lastaccess")),
-                lastcourseaccess=_time(user.get("lastcourseaccess")),
-                group_ids=tuple(sorted(int(g["id"]) for g in user.get("groups") or [])),
-            ))
-        return rows
+        members, active = self._read_lists(course_ids)
+        again = [cid for cid in course_ids if self._loses_someone(cid, members[cid], active[cid])]
+        if again:
+            members_again, active_again = self._read_lists(again)
+            for cid in again:
+                members[cid] = {**members[cid], **members_again[cid]}
+                active[cid] |= active_again[cid]
+            self._reread.update(again)
+        read: Dict[int, List[Enrolment]] = {}
+        for cid in course_ids:
+            read[cid] = [members[cid][uid] for uid in sorted(members[cid])]
+            for e in read[cid]:
+                e.is_active = e.user_id in active[cid]
+        return read
 
-    def _read_once(self, course_id: int) -> Tuple[Dict[int, dict], Set[int]]:
-        """One read of a course: its users by id (a user a shifted page repeats counts once), and the active ids."""
-        users = {int(u["id"]): u for u in self._paged_users(course_id, active_only=False)}
-        active = {int(u["id"]) for u in self._paged_users(course_id, active_only=True)}
-        return users, active
+    def _read_lists(self, course_ids: Sequence[int]) -> Tuple[Dict[int, Dict[int, Enrolment]], Dict[int, Set[int]]]:
+        """Both lists of each course (its members by id, a user a shifted page repeats counted once; the ids of the
+        active list), each paged until an empty page: Moodle pages in SQL, then drops in PHP the users the caller
+        may not see, so a page can come back short in the middle of a list (enrol/externallib.php
+        get_enrolled_users). Round by round, every list's next page together, in batches where the service allows
+        (client.call_each): a course's pages cost rounds of the whole run, not requests one after another."""
+        members: Dict[int, Dict[int, Enrolment]] = {cid: {} for cid in course_ids}
+        active: Dict[int, Set[int]] = {cid: set() for cid in course_ids}
+        pages = [_Page(cid, active_only, 0, after_full=True) for cid in course_ids for active_only in (False, True)]
+        while pages:
+            answers = self.client.call_each(
+                webservice.FN_ENROLLED_USERS, pages,
+                lambda p: webservice.enrolled_users_params(p.course_id, p.offset, self.page_size,
+                                                           active_only=p.active_only),
+                needs=lambda p: webservice.enrolled_users_needs(p.active_only),
+                weight=self._weight, budget=ENROLLED_USERS_PER_REQUEST)
+            following = []
+            for page, users in answers:
+                if not users:
+                    continue
+                if page.active_only:
+                    active[page.course_id].update(int(u["id"]) for u in users)
+                else:
+                    members[page.course_id].update((int(u["id"]), self._enrolment(page.course_id, u)) for u in users)
+                following.append(_Page(page.course_id, page.active_only, page.offset + self.page_size,
+                                       after_full=len(users) >= self.page_size))
+            pages = following
+        return members, active
 
-    def _loses_someone(self, course_id: int, users: Mapping[int, dict], active: Set[int]) -> bool:
+    def _weight(self, page: _Page) -> int:
+        """The users a page is expected to hold, to keep a batch's server time in bounds: a full page, unless the
+        page before came back short, which almost always means the list has ended (an empty page is cheap)."""
+        return self.page_size if page.after_full else max(1, self.page_size // 4)
+
+    def _enrolment(self, course_id: int, user: Mapping[str, Any]) -> Enrolment:
+        """A member as the all-users list shows them (active once the active list is read)."""
+        roles = sorted(user.get("roles") or [], key=lambda r: (r.get("sortorder", 0), r.get("roleid", 0)))
+        shortnames = tuple(r.get("shortname", "") for r in roles)
+        return Enrolment(
+            course_id=course_id,
+            user_id=int(user["id"]),
+            role_shortnames=shortnames,
+            role_ids=tuple(int(r.get("roleid", 0)) for r in roles),
+            is_student=bool(self.student_roles.intersection(shortnames)),
+            is_active=False,
+            lastaccess=_time(user.get("lastaccess")),
+            lastcourseaccess=_time(user.get("lastcourseaccess")),
+            group_ids=tuple(sorted(int(g["id"]) for g in user.get("groups") or [])),
+        )
+
+    def _loses_someone(self, course_id: int, members: Mapping[int, Enrolment], active: Set[int]) -> bool:
         """Whether a member of the course at the last loaded run is missing from this read, or was active and is not."""
-        return any(uid not in users or (was_active and uid not in active)
+        return any(uid not in members or (was_active and uid not in active)
                    for uid, was_active in self.known.get(course_id, {}).items())
-
-    def _paged_users(self, course_id: int, active_only: bool) -> List[dict]:
-        """Pages until an empty one: Moodle pages in SQL, then drops in PHP the users the caller may not see, so a
-        page can come back short in the middle of the list (enrol/externallib.php get_enrolled_users)."""
-        users: List[dict] = []
-        offset = 0
-        while True:
-            page = webservice.enrolled_users(self.client, course_id, offset, self.page_size, active_only=active_only)
-            if not page:
-                return users
-            users.extend(page)
-            offset += self.page_size
 
     # ------------------------------------------------------------------ proving the lists whole
     def _check_nobody_left_out(self, by_course: Dict[int, List[Enrolment]], courses: Mapping[int, dict]) -> None:
@@ -131,8 +163,8 @@ class EnrolmentReader:
         counts = self._enrolment_counts(by_course)
         short = {cid: n for cid, n in counts.items() if n > len(by_course[cid])}
         # someone may have enrolled while the run read the lists: read those once more (departures confirmed as ever)
+        by_course.update(self._read_courses(list(short)))
         for cid in list(short):
-            by_course[cid] = self.read_course(courses[cid])
             if len(by_course[cid]) >= short[cid]:
                 del short[cid]
         if short:
@@ -187,7 +219,9 @@ class EnrolmentReader:
         )
         for ranking in rankings:
             chosen = _cover(ranking(), courses_of, uncovered)
-            for _, listed in self.client.fan_out(chosen, self._courses_with_counts):
+            for _, listed in self.client.call_each(webservice.FN_USERS_COURSES, chosen,
+                                                   lambda u: webservice.users_courses_params(u, with_counts=True)):
+                listed = listed or []
                 counts.update({c["id"]: int(c["enrolledusercount"]) for c in listed
                                if c["id"] in by_course and "enrolledusercount" in c})
             uncovered -= set(counts)
@@ -197,9 +231,6 @@ class EnrolmentReader:
                        f"Moodle gave no enrolment count for courses {ids_text(sorted(uncovered))}, so the run could not "
                        "prove their enrolment lists whole.", "give the role moodle/user:viewdetails")
         return counts
-
-    def _courses_with_counts(self, user_id: int) -> List[dict]:
-        return webservice.users_courses(self.client, user_id, with_counts=True)
 
     def _check_access_times(self, by_course: Dict[int, List[Enrolment]]) -> None:
         """"Hide user fields" with lastaccess leaves both access times out unless the role holds

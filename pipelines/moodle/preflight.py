@@ -285,9 +285,10 @@ class _Checker:
         else:
             from .client import BATCH_FUNCTION
 
-            batching = (f" So is {BATCH_FUNCTION}: per-student calls go {self.settings.call_batch_size} to a request."
+            batching = (f" So is {BATCH_FUNCTION}: per-student calls go {self.settings.call_batch_size} to a request, "
+                        "enrolment pages and course outlines several courses' to a request."
                         if BATCH_FUNCTION in self.functions else
-                        f" {BATCH_FUNCTION} is not: per-student calls go one to a request (add it to the service "
+                        f" {BATCH_FUNCTION} is not: every call is a request of its own (add it to the service "
                         "for a first run several times faster against a far-away site).")
             self.set("moodle.functions", Status.OK, f"All {len(required_functions(self.settings))} functions the run "
                                                     "calls are in the service." +

@@ -16,6 +16,7 @@ from . import arrow, schema, webservice
 from . import report as participants
 from .arrow import TableRows
 from .client import MoodleClient
+from .config import CONTENTS_PER_REQUEST
 from .gaps import ENROLMENT_GAPS, OUTLINE_GAPS, PROFILE_GAPS, PROGRESS_GAPS, graded_activities
 from .readable import PlainNames
 from .run import MoodleRun
@@ -233,7 +234,10 @@ def course_contents(client: MoodleClient, run: MoodleRun) -> Iterator[Any]:
     activities or edit the course), `availabilityinfo` (why the token's user may not enter it), `uservisible`."""
     run.require("course_sections")
     yield from _tables("course_sections", "course_modules", "access_gaps")
-    for course, sections in client.fan_out(run.changed_courses(), lambda c: webservice.course_contents(client, c["id"])):
+    outlines = client.call_each(webservice.FN_COURSE_CONTENTS, run.changed_courses(),
+                                lambda c: webservice.course_contents_params(c["id"]), per_request=CONTENTS_PER_REQUEST)
+    for course, sections in outlines:
+        sections = sections or []
         section_rows, modules = [], []
         for section in sections:
             section_rows.append(_stamped({
