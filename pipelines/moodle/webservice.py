@@ -48,7 +48,7 @@ RESOURCE_FUNCTIONS = {
 
 # What each function needs of the token user's role when Moodle refuses it (nopermissions, notingroup,
 # accessdenied, errorcoursecontextnotvalid): the README's role lists them all. Moodle's message names the
-# capability only in translation, so the connector says which one by function (and option, see `enrolled_users`).
+# capability only in translation, so the connector says which one by function (and option, see `enrolled_users_needs`).
 CAPABILITIES = {
     FN_CATEGORIES: "moodle/category:viewhiddencategories",
     FN_COURSES: "moodle/course:view",
@@ -175,12 +175,6 @@ def enrolled_users_params(course_id: int, offset: int, size: int, *, active_only
 def enrolled_users_needs(active_only: bool) -> Optional[str]:
     """What a refusal of the active list names: onlyactive needs moodle/course:enrolreview."""
     return CAP_ENROLREVIEW if active_only else None
-
-
-def enrolled_users(client: Caller, course_id: int, offset: int, size: int, *, active_only: bool) -> List[dict]:
-    """One page of a course's enrolled users (enrolled_users_params)."""
-    return client.call(FN_ENROLLED_USERS, enrolled_users_params(course_id, offset, size, active_only=active_only),
-                       needs=enrolled_users_needs(active_only)) or []
 
 
 def users_by_id(client: Caller, user_ids: Sequence[int]) -> List[dict]:
