@@ -128,11 +128,6 @@ def from_columns(table: str, columns: Mapping[str, List[Any]], count: int) -> Op
     return pa.Table.from_arrays(arrays, schema=arrow_schema(table))
 
 
-def to_arrow(table: str, rows: List[Dict[str, Any]]) -> Optional[pa.Table]:
-    """`rows` (dicts) as an Arrow table with the table's declared columns, or None (from_columns)."""
-    return from_columns(table, {name: [row.get(name) for row in rows] for name in schema.columns(table)}, len(rows))
-
-
 class TableRows:
     """A table's rows gathered column by column as a resource reads them, and handed on ROWS_PER_TABLE at a time:
     as an Arrow table, or as dicts where from_columns cannot type them. Column by column: a row of a Moodle record

@@ -32,12 +32,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 from dlt.sources.helpers.requests import Response
+from requests.adapters import HTTPAdapter
 
 try:  # dlt's own dependency (CPython): decodes Moodle's answers several times faster than json
     import orjson
 except ImportError:  # pragma: no cover - PyPy
     orjson = None  # type: ignore[assignment]
-from requests.adapters import HTTPAdapter
 
 from .config import CREDENTIALS_PREFIX, MoodleSettings
 from .errors import (
