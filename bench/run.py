@@ -446,21 +446,30 @@ def compare_warehouses(args: argparse.Namespace, spec: Dict[str, Any], moodle_ar
     return {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency, "runs": runs}
 
 
-def marts_of(wh: Warehouse, progress_to_one_decimal: bool = False) -> Dict[str, List[Tuple[Any, ...]]]:
-    """Every case table's rows, sorted: what two runs must agree on. With `progress_to_one_decimal`, progress as the
-    participants report shows it (pipelines/moodle/report.py), to compare a run without the report with one using it."""
-    from pipelines.moodle.report import one_decimal
+# a run's case tables: each table's column names and its rows, sorted
+Marts = Dict[str, Tuple[List[str], List[Tuple[Any, ...]]]]
 
+
+def marts_of(wh: Warehouse) -> Marts:
+    """Every case table's columns and rows, sorted: what two runs must agree on."""
     out = {}
     with wh.connect(read_only=True) as con:
         for t in CASE_TYPES:
             cursor = con.execute(f"select * from {t.relation}")
-            names = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-            if progress_to_one_decimal and "course_progress_percent" in names:
-                i = names.index("course_progress_percent")
-                rows = [(*r[:i], one_decimal(r[i]), *r[i + 1:]) for r in rows]
-            out[t.table] = sorted(rows, key=repr)
+            out[t.table] = ([d[0] for d in cursor.description], sorted(cursor.fetchall(), key=repr))
+    return out
+
+
+def progress_to_one_decimal(marts: Marts) -> Marts:
+    """The case tables with progress as the participants report shows it (pipelines/moodle/report.py), to compare a
+    run without the report with one using it."""
+    from pipelines.moodle.report import one_decimal
+
+    out = dict(marts)
+    for table, (names, rows) in marts.items():
+        if "course_progress_percent" in names:
+            i = names.index("course_progress_percent")
+            out[table] = (names, sorted(((*r[:i], one_decimal(r[i]), *r[i + 1:]) for r in rows), key=repr))
     return out
 
 
@@ -489,14 +498,14 @@ def compare_batching(args: argparse.Namespace, spec: Dict[str, Any], moodle_args
                                           by_function=dict(report.stats.requests), calls_by_function=calls,
                                           floor=round(report.stats.total_requests * args.latency / args.concurrency, 1))
                 runs[mode] = figures
-                marts[mode] = marts_of(wh, progress_to_one_decimal=mode == "report")
-            if mode == "single":
-                marts["single, progress to one decimal"] = marts_of(wh, progress_to_one_decimal=True)
+                marts[mode] = marts_of(wh)
+    marts["report"] = progress_to_one_decimal(marts["report"])
+    marts["single, progress to one decimal"] = progress_to_one_decimal(marts["single"])
     same = marts["batched"] == marts["single"]
     same_report = marts["report"] == marts["single, progress to one decimal"]
     return {"size": args.size, "spec": spec, "latency": args.latency, "concurrency": args.concurrency, "runs": runs,
             "same_marts": same, "same_marts_report": same_report,
-            "cases": {t: len(rows) for t, rows in marts["batched"].items()}}
+            "cases": {t: len(rows) for t, (_, rows) in marts["batched"].items()}}
 
 
 def show_batching(r: Dict[str, Any]) -> None:
